@@ -1,0 +1,17 @@
+"""A pure-NumPy forward/backward reference for tinyref's GPT (no tinygrad, no tinyref).
+
+Every component has ``<name>_forward(x, p, ...) -> (out, cache)`` and
+``<name>_backward(dout, cache) -> (dx, dp)``, where ``p`` holds the component's parameters under
+their names relative to the component (e.g. ``c_attn.weight``). It computes in the dtype it is
+given; tests use float64.
+"""
+from .attention import attention_backward, attention_forward, softmax_backward, softmax_forward
+from .block import block_backward, block_forward
+from .embedding import embedding_backward, embedding_forward
+from .feedforward import feedforward_backward, feedforward_forward, gelu_backward, gelu_forward
+from .layernorm import layernorm_backward, layernorm_forward
+from .linear import linear_backward, linear_forward
+from .loss import cross_entropy_backward, cross_entropy_forward
+from .model import gpt_backward, gpt_forward
+from .optim import adamw_step
+from .params import init_params, param_shapes, sub_params, with_prefix

@@ -1,0 +1,59 @@
+"""Causal multi-head self-attention (and the softmax inside it), forward and backward."""
+import numpy as np
+
+from .linear import linear_backward, linear_forward
+
+
+# --8<-- [start:softmax]
+def softmax_forward(x, p=None):
+    shifted = x - x.max(-1, keepdims=True)       # F1: subtracting the row max changes nothing but avoids overflow
+    e = np.exp(shifted)                          # F2: exp(-inf) is exactly 0
+    y = e / e.sum(-1, keepdims=True)             # F3
+    return y, y
+
+
+def softmax_backward(dout, cache):
+    y = cache
+    dx = y * (dout - (dout * y).sum(-1, keepdims=True))   # from F1-F3: Jacobian diag(y) - y y^T applied to dout
+    return dx, {}
+# --8<-- [end:softmax]
+
+
+# --8<-- [start:attention]
+def attention_forward(x, p, n_heads):
+    B, T, C = x.shape
+    H, hd = n_heads, C // n_heads
+    qkv, c_attn = linear_forward(x, {"weight": p["c_attn.weight"], "bias": p["c_attn.bias"]})   # F1: (B, T, 3C)
+    q, k, v = np.split(qkv, 3, axis=-1)                                  # F2: 3 x (B, T, C), [q | k | v]
+    q, k, v = [t.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]   # F3: (B, H, T, hd)
+    scale = 1.0 / np.sqrt(hd)
+    scores = (q @ k.transpose(0, 1, 3, 2)) * scale                       # F4: (B, H, T, T)
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)                   # position t must not see s > t
+    masked = np.where(future, -np.inf, scores)                           # F5
+    att, sm = softmax_forward(masked)                                    # F6: rows sum to 1, zeros above the diagonal
+    y = att @ v                                                          # F7: (B, H, T, hd)
+    merged = y.transpose(0, 2, 1, 3).reshape(B, T, C)                    # F8: heads side by side
+    out, c_proj = linear_forward(merged, {"weight": p["c_proj.weight"], "bias": p["c_proj.bias"]})  # F9
+    cache = {"q": q, "k": k, "v": v, "att": att, "scale": scale, "future": future,
+             "sm": sm, "c_attn": c_attn, "c_proj": c_proj, "n_heads": n_heads}
+    return out, cache
+
+
+def attention_backward(dout, cache):
+    q, k, v, att, scale = cache["q"], cache["k"], cache["v"], cache["att"], cache["scale"]
+    B, H, T, hd = q.shape
+    dmerged, dproj = linear_backward(dout, cache["c_proj"])              # from F9
+    dy = dmerged.reshape(B, T, H, hd).transpose(0, 2, 1, 3)              # from F8
+    datt = dy @ v.transpose(0, 1, 3, 2)                                  # from F7, w.r.t. att
+    dv = att.transpose(0, 1, 3, 2) @ dy                                  # from F7, w.r.t. v
+    dmasked, _ = softmax_backward(datt, cache["sm"])                     # from F6
+    dscores = np.where(cache["future"], 0.0, dmasked).astype(dmasked.dtype)   # from F5: masked scores get no gradient
+    dq = (dscores @ k) * scale                                           # from F4, w.r.t. q
+    dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale                     # from F4, w.r.t. k
+    dq, dk, dv = [t.transpose(0, 2, 1, 3).reshape(B, T, H * hd) for t in (dq, dk, dv)]   # from F3
+    dqkv = np.concatenate([dq, dk, dv], axis=-1)                         # from F2
+    dx, dattn = linear_backward(dqkv, cache["c_attn"])                   # from F1
+    dp = {"c_attn.weight": dattn["weight"], "c_attn.bias": dattn["bias"],
+          "c_proj.weight": dproj["weight"], "c_proj.bias": dproj["bias"]}
+    return dx, dp
+# --8<-- [end:attention]

@@ -1,0 +1,12 @@
+"""tinyref: a GPT-2 style transformer in tinygrad, checked against a NumPy oracle."""
+from .attention import MultiHeadSelfAttention, causal_mask
+from .block import TransformerDecoderBlock
+from .config import GPTConfig
+from .embedding import LearnedPositionalEmbeddings, TokenEmbedding
+from .errors import CheckpointError, ConfigError, DataError, DeviceError, TinyrefError, UsageError
+from .feedforward import PositionWiseFeedForward
+from .layernorm import LayerNorm
+from .loss import cross_entropy
+from .model import GPTStyleTransformer, check_token_ids
+
+__version__ = "0.1.0"

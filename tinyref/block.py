@@ -1,0 +1,24 @@
+"""One pre-LayerNorm transformer decoder block."""
+from tinygrad import Tensor
+
+from .attention import MultiHeadSelfAttention
+from .config import GPTConfig
+from .feedforward import PositionWiseFeedForward
+from .layernorm import LayerNorm
+
+
+# --8<-- [start:block]
+class TransformerDecoderBlock:
+    """x + attn(ln_1(x)), then x + mlp(ln_2(x)): normalise before each sub-layer, add its output back."""
+
+    def __init__(self, cfg: GPTConfig):
+        self.ln_1 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
+        self.attn = MultiHeadSelfAttention(cfg.d_model, cfg.n_heads)
+        self.ln_2 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
+        self.mlp = PositionWiseFeedForward(cfg.d_model, cfg.d_ff)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x))    # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))     # (B, T, C)
+        return x
+# --8<-- [end:block]

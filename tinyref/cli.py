@@ -1,0 +1,54 @@
+"""The ``tinyref`` command line: one sub-command per module, errors as one line, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import TinyrefError
+
+# name -> (module that defines add_arguments(parser) and run(args), one-line help)
+COMMANDS = {
+    "train": ("tinyref.train_cli", "train a model (no arguments: the classic demo)"),
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ``tinyref: error: ...`` and exit status 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"tinyref: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="tinyref", description="A GPT-style transformer in tinygrad, checked against a NumPy oracle.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.set_defaults(module=module)
+        importlib.import_module(module).add_arguments(cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return importlib.import_module(args.module).run(args) or 0
+    except TinyrefError as e:
+        if args.debug:
+            raise
+        sys.stderr.write(f"tinyref: error: {e}\n")
+        return e.exit_status
+    except KeyboardInterrupt:
+        sys.stderr.write("tinyref: error: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

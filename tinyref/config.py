@@ -1,0 +1,60 @@
+"""GPTConfig: every size that defines a model, checked once so the modules can trust it."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import ConfigError
+
+
+def _require_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class GPTConfig:
+    """The hyper-parameters of a GPT-2 style decoder (defaults: the seed demo's model)."""
+
+    vocab_size: int = 52
+    context_length: int = 16
+    d_model: int = 32
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int | None = None  # None -> 4 * d_model, resolved in __post_init__
+    layer_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
+            _require_positive_int(name, getattr(self, name))
+        if self.d_model % self.n_heads != 0:
+            raise ConfigError(
+                f"GPTConfig.n_heads={self.n_heads} must divide d_model={self.d_model}: "
+                f"choose n_heads among {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}")
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        _require_positive_int("d_ff", self.d_ff)
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+            raise ConfigError(f"GPTConfig.layer_norm_eps must be a finite number > 0, got {eps!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ConfigError(f"GPTConfig.tie_embeddings must be True or False, got {self.tie_embeddings!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GPTConfig":
+        """Build a config from ``to_dict()`` output (e.g. a checkpoint's config.json)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown GPTConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,34 @@
+"""The exceptions tinyref raises for bad input.
+
+Every one carries a one-line message that says what is wrong and how to fix it; the CLI prints
+it as ``tinyref: error: <message>`` with no traceback. ``UsageError`` means the caller asked for
+something invalid (exit status 2); the others are runtime problems (exit status 1).
+"""
+
+
+class TinyrefError(Exception):
+    """Base class: a problem the user can fix, described in one line."""
+
+    exit_status = 1
+
+
+class UsageError(TinyrefError, ValueError):
+    """An invalid argument, flag or option value."""
+
+    exit_status = 2
+
+
+class ConfigError(UsageError):
+    """A GPTConfig field that cannot describe a model."""
+
+
+class DeviceError(UsageError):
+    """A tinygrad device that is unknown or not available on this machine."""
+
+
+class DataError(TinyrefError):
+    """A data file that cannot be read as training text."""
+
+
+class CheckpointError(TinyrefError):
+    """A checkpoint directory that is missing pieces or holds inconsistent data."""

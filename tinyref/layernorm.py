@@ -1,0 +1,19 @@
+"""LayerNorm: normalise each position's features to zero mean and unit variance, then scale and shift."""
+from tinygrad import Tensor
+
+
+# --8<-- [start:layernorm]
+class LayerNorm:
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance, as GPT-2)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        self.eps = eps
+        self.weight = Tensor.ones(dim)   # (C,)
+        self.bias = Tensor.zeros(dim)    # (C,)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        mean = x.mean(axis=-1, keepdim=True)                      # (B, T, 1)
+        var = ((x - mean) ** 2).mean(axis=-1, keepdim=True)       # (B, T, 1)
+        xhat = (x - mean) * (var + self.eps).rsqrt()              # (B, T, C)
+        return xhat * self.weight + self.bias                     # (B, T, C)
+# --8<-- [end:layernorm]

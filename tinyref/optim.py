@@ -1,0 +1,55 @@
+"""AdamW, learning-rate schedule and gradient clipping around tinygrad's optimizer."""
+from __future__ import annotations
+
+import math
+
+from tinygrad import Tensor
+from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad.nn.state import get_state_dict
+
+
+def decayed_keys(model) -> list[str]:
+    """Weight decay applies to matrices only (embeddings, linear weights), never to biases or LayerNorm gains."""
+    return [k for k, t in get_state_dict(model).items() if t.ndim >= 2]
+
+
+# --8<-- [start:optimizer]
+def make_optimizer(model, lr: float, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+    """tinygrad AdamW over every parameter; with weight_decay > 0, two groups so that only matrices decay."""
+    state = get_state_dict(model)
+    if weight_decay == 0.0:
+        return AdamW(list(state.values()), lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=0.0)
+    decay = set(decayed_keys(model))
+    return OptimizerGroup(
+        AdamW([t for k, t in state.items() if k in decay], lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
+        AdamW([t for k, t in state.items() if k not in decay], lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=0.0))
+# --8<-- [end:optimizer]
+
+
+def optimizer_lr_tensors(opt) -> list[Tensor]:
+    """The learning-rate tensors of ``opt`` (one per group), to assign a scheduled value before a step."""
+    return [o.lr for o in opt.optimizers] if isinstance(opt, OptimizerGroup) else [opt.lr]
+
+
+# --8<-- [start:schedule]
+def lr_at(step: int, lr: float, warmup_steps: int = 0, total_steps: int = 1, schedule: str = "constant",
+          min_lr: float = 0.0) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then constant or cosine decay to min_lr."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+# --8<-- [end:schedule]
+
+
+# --8<-- [start:clip]
+def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
+    """Scale every gradient by min(1, max_norm / global_norm), in the graph (no host sync); returns the norm."""
+    norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt()
+    scale = (max_norm / (norm + 1e-6)).minimum(1.0)
+    for p in params:
+        p.grad = p.grad * scale.cast(p.grad.dtype)
+    return norm
+# --8<-- [end:clip]
