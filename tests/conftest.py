@@ -1,6 +1,13 @@
-"""Test session setup: Hypothesis profiles and a header naming the tinygrad device in use."""
+"""Test session setup: Hypothesis profiles, the tinygrad devices under test, and a header naming them.
+
+``pytest --device X`` (repeatable, or ``all``; default all) picks the backends the per-device
+agreement tests run on. A device this machine cannot use is skipped with the reason, never passed.
+Each device's results are computed once per worker (``device_result``) and shared by its tests;
+with pytest-xdist, a device's tests are grouped onto one worker so its kernels compile once.
+"""
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25, print_blob=True,
@@ -11,10 +18,77 @@ settings.register_profile("thorough", deadline=None, max_examples=500, print_blo
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# thorough mode: reduced-precision dtypes and the two-layer case on every selected device
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
+# parameters naming a device: tests carrying one are grouped per device under xdist
+DEVICE_PARAMS = ("backend", "default_backend", "dtype_backend")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", action="append", default=None, metavar="NAME",
+                     help="tinygrad device for the per-device agreement tests (repeatable, or 'all'; default all): "
+                          "CPU, CPU:LLVM, CPU:X86, CL, PYTHON, CUDA, NV, AMD, METAL, WEBGPU")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    from tinyref.check_cli import selected_devices
+    from tinyref.devices import select_device
+    from tinyref.errors import TinyrefError
+    try:
+        config.tinyref_devices = selected_devices(config.getoption("--device") or ["all"])
+        config.tinyref_default = select_device(None)   # DEV if set, else tinyref's default (GPU > CPU > CL)
+    except TinyrefError as e:
+        raise pytest.UsageError(str(e)) from None
+    # under xdist, keep each device's tests on one worker (they share one compiled model): 'load' -> 'loadgroup'
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+
 
 def pytest_report_header(config):
     from importlib.metadata import version
 
-    from tinyref.devices import describe_device
-    return [f"tinyref device: {describe_device()} (tinygrad {version('tinygrad')}); "
-            f"Hypothesis profile: {os.environ.get('HYPOTHESIS_PROFILE', 'ci')}"]
+    from tinyref.devices import available_devices, describe_device
+    found = available_devices(config.tinyref_devices)
+    lines = [f"tinyref default device: {describe_device()} (tinygrad {version('tinygrad')}); "
+             f"Hypothesis profile: {os.environ.get('HYPOTHESIS_PROFILE', 'ci')}{' (thorough device matrix)' if THOROUGH else ''}",
+             f"devices under test: {', '.join(d for d, r in found.items() if r is None) or 'none'}"]
+    lines += [f"  skipped {d}: {r}" for d, r in found.items() if r is not None]
+    return lines
+
+
+def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    chosen = config.getoption("--device") is not None
+    values = {"backend": config.tinyref_devices,
+              "default_backend": [config.tinyref_default],
+              # reduced precision costs a compile per dtype: default device only, unless asked for
+              "dtype_backend": config.tinyref_devices if chosen or THOROUGH else [config.tinyref_default]}
+    for name in DEVICE_PARAMS:
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values[name], scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(item, "callspec", None) and item.callspec.params or {}
+        device = next((params[p] for p in DEVICE_PARAMS if p in params), None)
+        if device is not None:
+            item.add_marker(pytest.mark.xdist_group(device))
+
+
+_results = {}
+
+
+def device_result(device: str, dtype: str = "float32", case=None):
+    """tinyref.check.run_case for this device, dtype and case, computed once per worker;
+    skips (with the reason) when the device or dtype cannot run here."""
+    from tinyref.check import run_case
+    from tinyref.devices import dtype_support, probe_device
+    reason = probe_device(device) or dtype_support(device, dtype)
+    if reason is not None:
+        pytest.skip(f"{device} {dtype} not available here: {reason}")
+    key = (device, dtype, case)
+    if key not in _results:
+        _results[key] = run_case(device, dtype, case)
+    return _results[key]

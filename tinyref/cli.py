@@ -10,6 +10,8 @@ from .errors import TinyrefError
 # name -> (module that defines add_arguments(parser) and run(args), one-line help)
 COMMANDS = {
     "train": ("tinyref.train_cli", "train a model (no arguments: the classic demo)"),
+    "check": ("tinyref.check_cli", "check agreement with the NumPy oracle on every available device"),
+    "export-golden": ("tinyref.golden_cli", "write the oracle's golden vectors (safetensors + manifest.json)"),
 }
 
 

@@ -12,6 +12,7 @@ def _require_positive_int(name: str, value) -> None:
         raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
 
 
+# --8<-- [start:config]
 @dataclass
 class GPTConfig:
     """The hyper-parameters of a GPT-2 style decoder (defaults: the seed demo's model)."""
@@ -44,6 +45,7 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+    # --8<-- [end:config]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -66,6 +66,7 @@ class GPTStyleTransformer:
         return sum(t.numel() for t in self.parameters())
 
 
+# --8<-- [start:init]
 def init_gpt2_weights(model: GPTStyleTransformer) -> None:
     """GPT-2's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm gains, and the
     residual projections (attn.c_proj, mlp.c_proj) scaled by 1/sqrt(2 * n_layers) so the
@@ -82,3 +83,4 @@ def init_gpt2_weights(model: GPTStyleTransformer) -> None:
             new = Tensor.normal(*t.shape, mean=0.0, std=std)
         t.assign(new.cast(t.dtype).contiguous())
     Tensor.realize(*get_state_dict(model).values())
+# --8<-- [end:init]

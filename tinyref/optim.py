@@ -8,9 +8,11 @@ from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
 
+# --8<-- [start:decay]
 def decayed_keys(model) -> list[str]:
     """Weight decay applies to matrices only (embeddings, linear weights), never to biases or LayerNorm gains."""
     return [k for k, t in get_state_dict(model).items() if t.ndim >= 2]
+# --8<-- [end:decay]
 
 
 # --8<-- [start:optimizer]
@@ -28,7 +30,7 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.0, b1: float = 0.9,
 
 def optimizer_lr_tensors(opt) -> list[Tensor]:
     """The learning-rate tensors of ``opt`` (one per group), to assign a scheduled value before a step."""
-    return [o.lr for o in opt.optimizers] if isinstance(opt, OptimizerGroup) else [opt.lr]
+    return [o.lr for o in optimizer_groups(opt)]
 
 
 # --8<-- [start:schedule]
@@ -53,3 +55,8 @@ def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
         p.grad = p.grad * scale.cast(p.grad.dtype)
     return norm
 # --8<-- [end:clip]
+
+
+def optimizer_groups(opt) -> list:
+    """The AdamW optimizers inside ``opt`` (itself, or the groups of an OptimizerGroup)."""
+    return list(opt.optimizers) if isinstance(opt, OptimizerGroup) else [opt]

@@ -1,12 +1,14 @@
 """Every tolerance tinyref's agreement checks use, with the reason for each value, and the comparison.
 
-An element passes when ``|actual - expected| <= atol * scale + rtol * |expected|``, where ``scale`` is
-the largest ``|expected|`` of the tensor (at least 1e-30). Scaling ``atol`` by the tensor's own size
+An element passes when ``|actual - expected| <= atol * scale + rtol * |expected| + floor``, where
+``scale`` is the largest ``|expected|`` of the tensor (at least 1e-30) and ``floor`` an absolute
+allowance for errors that do not shrink with the tensor (finite differences' rounding). Scaling ``atol`` by the tensor's own size
 makes one tolerance fit logits of size 10 and gradients of size 1e-4 alike; the ``rtol`` term covers
 elements far above the typical size. NumPy only: importable without tinygrad.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,25 +19,37 @@ class Tolerance:
     rtol: float
     atol: float
     why: str
+    floor: float = 0.0
 
 
-# float32 unit roundoff is 2^-24 = 6e-8. The test models run every value through <= 6 reductions
-# of length <= 128 (LayerNorm, matmuls, softmax) per layer, whose rounding errors grow like
-# sqrt(n) * 6e-8 ~ 1e-6 relative; the worst error measured on the test configs was 1.2e-6 of the
-# tensor's scale. 1e-4 leaves ~100x headroom for other backends' instruction choices (FMA, fast
-# exp/log), yet every planted bug in tests/test_negative_controls.py moves results by > 1e-3.
-FLOAT32 = Tolerance(rtol=1e-4, atol=1e-4, why="float32 vs float64: ~1e-6 measured, 100x headroom, bugs move >1e-3")
+# float32 unit roundoff is 2^-24 = 6e-8. Forward values pass through <= 6 reductions of length
+# <= 128 per layer (LayerNorm, matmuls, softmax), whose rounding errors grow like sqrt(n) * 6e-8.
+# Measured on the test configs (tests/helpers.py TIED and UNTIED, 4 seeds, DEV=CPU): worst logit
+# error 3.8e-7 and worst loss error 1.4e-7 of scale. 2e-5 leaves ~50x headroom for other backends'
+# instruction choices (FMA, fast exp/log), and is still tight enough that the subtle planted bugs
+# fail: exact-erf GELU differs from tanh GELU by up to 4.7e-4, a wrong LayerNorm eps by percent
+# on low-variance rows (see tests/test_negative_controls.py).
+FLOAT32 = Tolerance(rtol=2e-5, atol=2e-5, why="float32 vs float64 forward: 3.8e-7 measured, ~50x headroom")
 
-# Gradients are longer chains (the backward pass doubles the depth) and subtract nearly equal
-# terms in LayerNorm and softmax backward, so relative error on small elements is larger: the
-# worst measured was 3e-6 of scale. 5e-4 keeps ~100x headroom and stays well under bug-size errors.
-FLOAT32_GRAD = Tolerance(rtol=5e-4, atol=5e-4, why="float32 gradients: ~3e-6 measured, 100x headroom")
+# Gradients chain twice as many operations and subtract nearly equal terms (LayerNorm and softmax
+# backward), so small elements lose more relative precision: the worst measured was 2.0e-6 of
+# scale. 1e-4 keeps ~50x headroom; planted gradient bugs move results by O(1) of scale.
+FLOAT32_GRAD = Tolerance(rtol=1e-4, atol=1e-4, why="float32 gradients: 2.0e-6 measured, ~50x headroom")
 
 # Central differences in float64 with step h: truncation error ~h^2 |f'''| and rounding error
-# ~eps64 |f| / h. h = 1e-6 balances them at ~1e-10 for O(1) functions; 1e-6 relative leaves
-# 10^4 headroom and still catches any wrong backward line (those err by O(1) of the gradient).
+# ~eps64 |f| / h, independent of the gradient's own size. h = 1e-6 balances them; the checked
+# scalars f = sum(out * dout) stay below ~100 in the tests, so rounding is < 1.1e-16 * 100 / 1e-6
+# ~ 1e-8 absolute: that is the floor. On top, 1e-6 of the gradient's scale covers truncation
+# (relative ~1e-8 even on LayerNorm rows of std 1e-2). A wrong backward line errs by O(1).
+# Two float64 implementations of the same model (the oracle vs Hugging Face's GPT-2 in torch, or a
+# user's float64 code vs the golden vectors) differ only in operation order: unit roundoff 1.1e-16,
+# grown by the same reductions as above. Measured on tests/helpers.py TIED and UNTIED, 4 seeds
+# each: worst 1.4e-15 of scale on logits, 5.2e-15 on gradients (tests/test_hf.py). 1e-12 leaves
+# ~200x headroom; the subtlest planted bug (exact-erf GELU, 4.7e-4) is 1e8 times larger.
+FLOAT64 = Tolerance(rtol=1e-12, atol=1e-12, why="float64 vs float64, different op order: 5.2e-15 measured, ~200x headroom")
+
 FINITE_DIFFERENCE_STEP = 1e-6
-FINITE_DIFFERENCE = Tolerance(rtol=1e-6, atol=1e-6, why="float64 central differences, h=1e-6: ~1e-10 error")
+FINITE_DIFFERENCE = Tolerance(rtol=1e-6, atol=1e-6, floor=2e-8, why="float64 central differences, h=1e-6")
 
 
 @dataclass
@@ -52,7 +66,7 @@ class Mismatch:
     def __str__(self) -> str:
         return (f"{self.name}: worst element at index {self.index}: actual={self.actual:.9g} "
                 f"expected={self.expected:.9g} |diff|={abs(self.actual - self.expected):.3g} > allowed {self.allowed:.3g} "
-                f"(rtol={self.tol.rtol:g}, atol={self.tol.atol:g} x scale; {self.tol.why})")
+                f"(rtol={self.tol.rtol:g}, atol={self.tol.atol:g} x scale, floor={self.tol.floor:g}; {self.tol.why})")
 
 
 def compare(name: str, actual, expected, tol: Tolerance) -> Mismatch | None:
@@ -64,7 +78,7 @@ def compare(name: str, actual, expected, tol: Tolerance) -> Mismatch | None:
     if actual.size == 0:
         return None
     scale = max(float(np.abs(expected).max()), 1e-30)
-    allowed = tol.atol * scale + tol.rtol * np.abs(expected)
+    allowed = tol.atol * scale + tol.rtol * np.abs(expected) + tol.floor
     excess = np.abs(actual - expected) - allowed
     excess = np.where(np.isnan(excess), np.inf, excess)        # NaN anywhere is a failure
     worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
@@ -85,3 +99,38 @@ def max_error(actual, expected) -> float:
     expected = np.asarray(expected, dtype=np.float64)
     scale = max(float(np.abs(expected).max()), 1e-30) if expected.size else 1.0
     return float(np.abs(np.asarray(actual, dtype=np.float64) - expected).max() / scale) if expected.size else 0.0
+
+
+
+# Reduced precision (float16, bfloat16), checked against the float64 oracle. Unit roundoff u of a
+# format with p significand bits is 2^-p: float16 (p=11) 4.9e-4, bfloat16 (p=8) 3.9e-3. Estimate
+# (typical case, not a worst-case bound; nothing in it is fitted to measurements):
+#  * every stored intermediate is rounded to the format once: relative error <= u;
+#  * tinygrad accumulates sums of 16-bit floats in float32 (dtypes.sum_acc_dtype), so a length-n
+#    reduction adds no rounding of its own, but the u-sized errors of its n inputs add up; relative
+#    to the result that is amplified by the sum's condition number sum|t_i| / |sum t_i|, ~sqrt(n)
+#    for terms of random sign;
+#  * D independent roundings along the longest path add in quadrature: sqrt(D). Counted on the
+#    model: ~34 per decoder block (LayerNorm 6, attention 14, LayerNorm 6, MLP with tanh-GELU 8)
+#    and 8 outside them (embedding sum, ln_f, head); the backward pass retraces the path: 2D.
+# So error / scale ~ u * sqrt(n) * sqrt(D), n the longest reduction of the config. For the check
+# case (n = 24, one block, D = 42) that is 32 u forward (1.6e-2 float16, 0.12 bfloat16) and 45 u
+# for gradients. Measured (CPU float16): 4.6 u forward, 5.2 u gradients.
+UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+ROUNDINGS_PER_BLOCK, ROUNDINGS_OUTSIDE_BLOCKS = 34, 8
+
+
+def reduced_precision(dtype: str, cfg) -> tuple[Tolerance, Tolerance]:
+    """(forward, gradient) tolerances for the model ``cfg`` computed in float16 or bfloat16."""
+    u = UNIT_ROUNDOFF[dtype]
+    n = max(cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.context_length)
+    depth = ROUNDINGS_OUTSIDE_BLOCKS + ROUNDINGS_PER_BLOCK * cfg.n_layers
+    forward = u * math.sqrt(n) * math.sqrt(depth)
+    grad = u * math.sqrt(n) * math.sqrt(2 * depth)
+    return (Tolerance(rtol=forward, atol=forward, why=f"{dtype}: u*sqrt(n={n})*sqrt(D={depth}) estimate"),
+            Tolerance(rtol=grad, atol=grad, why=f"{dtype} gradients: u*sqrt(n={n})*sqrt(2D={2 * depth}) estimate"))
+
+
+def tolerances_for(dtype: str, cfg) -> tuple[Tolerance, Tolerance]:
+    """(forward, gradient) tolerance for the model ``cfg`` computed in ``dtype`` against the float64 oracle."""
+    return (FLOAT32, FLOAT32_GRAD) if dtype == "float32" else reduced_precision(dtype, cfg)

@@ -1,0 +1,99 @@
+"""Causal self-attention and softmax: oracle vs finite differences; tinyref vs oracle; attention properties."""
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from tinygrad import Tensor
+from tinygrad.nn.state import get_state_dict
+
+import oracle
+from helpers import tinygrad_examples, assert_no_mismatch, component_mismatches, float32_exact, load_params, oracle_component_fd
+from strategies import seeds
+from tinyref import MultiHeadSelfAttention
+
+
+def attention_params(rng, C, scale=0.5):
+    return {"c_attn.weight": rng.standard_normal((3 * C, C)) * scale, "c_attn.bias": rng.standard_normal(3 * C) * scale,
+            "c_proj.weight": rng.standard_normal((C, C)) * scale, "c_proj.bias": rng.standard_normal(C) * scale}
+
+
+@given(rows=st.integers(1, 3), n=st.integers(1, 6), seed=seeds)
+def test_oracle_softmax_backward_matches_finite_differences(rows, n, seed):
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((1, rows, n)) * 3, rng.standard_normal((1, rows, n))
+    assert_no_mismatch(oracle_component_fd(oracle.softmax_forward, oracle.softmax_backward, x, {}, dout))
+
+
+# --8<-- [start:test_fd]
+@given(B=st.integers(1, 2), T=st.integers(1, 4), H=st.integers(1, 3), hd=st.integers(1, 3), seed=seeds)
+def test_oracle_attention_backward_matches_finite_differences(B, T, H, hd, seed):
+    rng = np.random.default_rng(seed)
+    C = H * hd
+    x, dout = rng.standard_normal((B, T, C)), rng.standard_normal((B, T, C))
+    assert_no_mismatch(oracle_component_fd(oracle.attention_forward, oracle.attention_backward,
+                                           x, attention_params(rng, C), dout, H))
+# --8<-- [end:test_fd]
+
+
+# --8<-- [start:test_agreement]
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_attention_matches_oracle(seed):
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+    assert_no_mismatch(component_mismatches(MultiHeadSelfAttention(16, 4), oracle.attention_forward,
+                                            oracle.attention_backward, attention_params(rng, 16), x, dout, 4))
+# --8<-- [end:test_agreement]
+
+
+ATTENTION = MultiHeadSelfAttention(16, 4)   # one module, reloaded per example: no re-initialisation
+
+
+def tinyref_attention_probs(params, x, n_heads=4):
+    attn = ATTENTION
+    assert (x.shape[-1], n_heads) == (16, attn.n_heads)
+    load_params(attn, params)
+    att, _ = attn.attention_weights(Tensor(x.astype(np.float32)))
+    return att.numpy().astype(np.float64)
+
+
+def oracle_attention_probs(params, x, n_heads=4):
+    return oracle.attention_forward(x, params, n_heads)[1]["att"]
+
+
+# --8<-- [start:test_rows]
+@tinygrad_examples
+@given(seed=seeds, scale=st.sampled_from([0.1, 1.0, 10.0]))
+def test_attention_rows_are_distributions_with_exact_zeros_above_the_diagonal(seed, scale):
+    rng = np.random.default_rng(seed)
+    params, x = attention_params(rng, 16, scale), rng.standard_normal((2, 8, 16))
+    future = np.triu(np.ones((8, 8), dtype=bool), 1)
+    for name, att in (("tinyref", tinyref_attention_probs(params, x)), ("oracle", oracle_attention_probs(params, x))):
+        assert (att[..., future] == 0.0).all(), f"{name}: attention above the diagonal is not exactly zero"
+        assert (att >= 0).all(), f"{name}: negative attention weight {att.min()}"
+        worst = np.abs(att.sum(-1) - 1).max()
+        assert worst < 1e-5, f"{name}: a row sums to 1 +- {worst}"
+# --8<-- [end:test_rows]
+
+
+@tinygrad_examples
+@given(seed=seeds, head=st.integers(0, 3))
+def test_heads_are_independent(seed, head):
+    """Changing head h's q, k, v weights changes head h's attention and no other head's."""
+    rng = np.random.default_rng(seed)
+    params, x = float32_exact(attention_params(rng, 16)), float32_exact(rng.standard_normal((2, 8, 16)))
+    changed = {k: v.copy() for k, v in params.items()}
+    hd = 4
+    for part in range(3):                                   # the q, k and v blocks of c_attn
+        rows = slice(part * 16 + head * hd, part * 16 + (head + 1) * hd)
+        changed["c_attn.weight"][rows] += float32_exact(rng.standard_normal((hd, 16)))
+    others = [h for h in range(4) if h != head]
+    for name, probs in (("tinyref", tinyref_attention_probs), ("oracle", oracle_attention_probs)):
+        before, after = probs(params, x), probs(changed, x)
+        np.testing.assert_array_equal(before[:, others], after[:, others], err_msg=f"{name}: other heads changed")
+        assert np.abs(before[:, head] - after[:, head]).max() > 1e-3, f"{name}: head {head} did not change"
+
+
+def test_attention_has_no_parameters_besides_its_projections():
+    """The causal mask is built in forward, so it never appears in the state dict."""
+    assert sorted(get_state_dict(MultiHeadSelfAttention(16, 4))) == ["c_attn.bias", "c_attn.weight",
+                                                                     "c_proj.bias", "c_proj.weight"]

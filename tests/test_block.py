@@ -1,0 +1,31 @@
+"""The pre-LayerNorm decoder block: oracle vs finite differences; tinyref vs oracle."""
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+import oracle
+from helpers import tinygrad_examples, TIED, assert_no_mismatch, component_mismatches, oracle_component_fd
+from strategies import configs, seeds
+from tinyref import TransformerDecoderBlock
+
+
+def block_params(rng, cfg):
+    return oracle.sub_params(oracle.init_params(cfg, rng), "h.0.")
+
+
+@given(cfg=configs(max_layers=1), B=st.integers(1, 2), data=st.data())
+def test_oracle_block_backward_matches_finite_differences(cfg, B, data):
+    rng = np.random.default_rng(data.draw(seeds, label="seed"))
+    T = data.draw(st.integers(1, min(cfg.context_length, 4)), label="T")
+    x, dout = rng.standard_normal((B, T, cfg.d_model)), rng.standard_normal((B, T, cfg.d_model))
+    assert_no_mismatch(oracle_component_fd(oracle.block_forward, oracle.block_backward, x, block_params(rng, cfg),
+                                           dout, cfg.n_heads, cfg.layer_norm_eps))
+
+
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_block_matches_oracle(seed):
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+    assert_no_mismatch(component_mismatches(TransformerDecoderBlock(TIED), oracle.block_forward, oracle.block_backward,
+                                            block_params(rng, TIED), x, dout, TIED.n_heads, TIED.layer_norm_eps))

@@ -1,0 +1,209 @@
+"""Hugging Face GPT-2 interop: a random HF model (built locally, no download) converted to tinyref's
+layout gives the same logits and gradients in the oracle (float64) and in tinyref (float32)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import oracle
+from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, load_params, oracle_forward_backward, tinyref_forward_backward
+from strategies import seeds
+from tinyref import CheckpointError, ConfigError, GPTConfig, GPTStyleTransformer
+from tinyref.hf import config_from_hf, config_to_hf, from_hf, load_hf_gpt2, save_hf_gpt2, to_hf, transpose_conv1d
+from tinyref.testing import ReferenceMismatch, assert_matches_reference
+from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64, compare
+
+CASES = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT)}
+_tinyref_models = {}
+
+
+def hf_model(cfg: GPTConfig, seed: int, activation: str = "gelu_new") -> GPT2LMHeadModel:
+    """A float64 HF GPT-2 in eval mode with N(0, 0.5^2) weights (LayerNorm gains 1 + N(0, 0.5^2)), all at
+    float32 values: large enough that every term matters, exactly representable for tinyref's float32."""
+    hf_config = GPT2Config(**{**config_to_hf(cfg), "activation_function": activation}, attn_implementation="eager")
+    model = GPT2LMHeadModel(hf_config).double().eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            x = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5
+            p.copy_((1.0 + x if ".ln_" in f".{name}" and name.endswith(".weight") else x).float().double())
+    return model
+
+
+def hf_forward_backward(model, cfg, idx, targets):
+    """(logits, loss, grads) from HF, float64, gradients converted to tinyref's layout."""
+    model.zero_grad()
+    logits = model(torch.tensor(idx)).logits                                  # (B, T, V)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), torch.tensor(targets).reshape(-1))
+    loss.backward()
+    grads = from_hf({k: p.grad for k, p in model.named_parameters()}, cfg)
+    return logits.detach().numpy(), loss.item(), grads
+
+
+def hf_case(name, seed, activation="gelu_new"):
+    cfg, (B, T) = CASES[name]
+    model = hf_model(cfg, seed, activation)
+    rng = np.random.default_rng(seed)
+    idx, targets = rng.integers(0, cfg.vocab_size, (B, T)), rng.integers(0, cfg.vocab_size, (B, T))
+    return cfg, model, from_hf(model.state_dict(), cfg), idx, targets
+
+
+def mismatches(actual, expected, tol, grad_tol):
+    (logits, loss, grads), (ref_logits, ref_loss, ref_grads) = actual, expected
+    found = [compare("logits", logits, ref_logits, tol), compare("loss", loss, ref_loss, tol)]
+    found += [compare(f"grad {k}", grads[k], ref_grads[k], grad_tol) for k in ref_grads]
+    return [str(m) for m in found if m]
+
+
+def test_conversion_transposes_conv1d_and_round_trips():
+    cfg = GPTConfig(vocab_size=13, context_length=6, d_model=8, n_heads=2, n_layers=2, d_ff=20)
+    params = oracle.init_params(cfg, np.random.default_rng(0))
+    state = to_hf(params, cfg)
+    assert state["transformer.h.1.attn.c_attn.weight"].shape == (8, 24)          # Conv1D (in, out)
+    assert state["transformer.h.0.mlp.c_fc.weight"].shape == (8, 20)
+    np.testing.assert_array_equal(state["transformer.h.0.mlp.c_proj.weight"], params["h.0.mlp.c_proj.weight"].T)
+    np.testing.assert_array_equal(state["lm_head.weight"], params["wte.weight"])    # tied head listed by HF
+    back = from_hf(state, cfg)
+    assert sorted(back) == sorted(params)
+    for k in params:
+        np.testing.assert_array_equal(back[k], params[k], err_msg=k)
+
+
+def test_from_hf_drops_mask_buffers_and_accepts_bare_keys():
+    """Older HF files (and the hub's gpt2) have no 'transformer.' prefix and carry attn.bias / attn.masked_bias."""
+    cfg = GPTConfig(vocab_size=5, context_length=4, d_model=4, n_heads=2, n_layers=1)
+    params = oracle.init_params(cfg, np.random.default_rng(1))
+    bare = {k.removeprefix("transformer."): v for k, v in to_hf(params, cfg).items() if k != "lm_head.weight"}
+    bare["h.0.attn.bias"] = np.tril(np.ones((1, 1, 4, 4)))
+    bare["h.0.attn.masked_bias"] = np.array(-1e4)
+    back = from_hf(bare, cfg)
+    np.testing.assert_array_equal(back["h.0.attn.c_attn.bias"], params["h.0.attn.c_attn.bias"])
+    assert set(back) == set(params)
+
+
+def test_config_round_trips_through_hf():
+    for cfg in (TIED, UNTIED):
+        hf = GPT2Config(**config_to_hf(cfg))
+        assert config_from_hf(hf.to_dict()) == cfg
+        assert hf.n_inner == cfg.d_ff and hf.tie_word_embeddings == cfg.tie_embeddings
+
+
+# --8<-- [start:test_hf_oracle]
+@given(name=st.sampled_from(sorted(CASES)), seed=seeds)
+def test_oracle_reproduces_hf_gpt2_in_float64(name, seed):
+    """Logits, loss and every gradient of a random HF GPT-2, float64 on both sides."""
+    cfg, model, params, idx, targets = hf_case(name, seed)
+    found = mismatches(oracle_forward_backward(params, cfg, idx, targets),
+                       hf_forward_backward(model, cfg, idx, targets), FLOAT64, FLOAT64)
+    assert not found, "\n".join(found)
+# --8<-- [end:test_hf_oracle]
+
+
+def test_oracle_vs_hf_catches_exact_gelu():
+    """Negative control: HF with the exact-erf GELU ('gelu') differs by ~1e-4, far outside FLOAT64."""
+    cfg, model, params, idx, targets = hf_case("tied", 0, activation="gelu")
+    found = mismatches(oracle_forward_backward(params, cfg, idx, targets),
+                       hf_forward_backward(model, cfg, idx, targets), FLOAT64, FLOAT64)
+    assert found and found[0].startswith("logits: worst element at index")
+
+
+def test_oracle_vs_hf_catches_a_missing_transpose():
+    """Negative control: forgetting the Conv1D transpose of the square attn.c_proj (the shapes still fit)."""
+    cfg, model, params, idx, targets = hf_case("tied", 1)
+    params = {**params, "h.1.attn.c_proj.weight": params["h.1.attn.c_proj.weight"].T.copy()}
+    found = mismatches(oracle_forward_backward(params, cfg, idx, targets),
+                       hf_forward_backward(model, cfg, idx, targets), FLOAT64, FLOAT64)
+    assert any(m.startswith("logits:") for m in found)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_tinyref_reproduces_hf_gpt2_in_float32(name):
+    """tinyref (float32, on the test suite's fixed shapes) against HF (float64), two seeds each."""
+    for seed in (0, 1):
+        cfg, model, params, idx, targets = hf_case(name, seed)
+        if name not in _tinyref_models:
+            _tinyref_models[name] = GPTStyleTransformer(cfg)
+        load_params(_tinyref_models[name], params)
+        found = mismatches(tinyref_forward_backward(_tinyref_models[name], idx, targets),
+                           hf_forward_backward(model, cfg, idx, targets), FLOAT32, FLOAT32_GRAD)
+        assert not found, "\n".join(found)
+
+
+def test_hf_model_passes_tinyref_testing_in_hf_layout():
+    """The HF model as a 'user implementation' of tinyref.testing with layout='hf': float64, FLOAT64 tolerance."""
+    cases = {}
+
+    def run(params, idx):
+        cfg = next(c for c in (TIED, UNTIED) if params["lm_head.weight"].shape[0] == c.vocab_size)
+        model = cases.setdefault(cfg.vocab_size, hf_model(cfg, 0))
+        model.load_state_dict({k: torch.tensor(v) for k, v in params.items()}, strict=True)
+        model.zero_grad()
+        return model(torch.tensor(idx)).logits, model
+
+    def forward(params, idx):
+        return run(params, idx)[0].detach().numpy()
+
+    def backward(params, idx, dlogits):
+        logits, model = run(params, idx)
+        logits.backward(torch.tensor(dlogits))
+        return {k: p.grad.numpy() for k, p in model.named_parameters()}
+
+    errors = assert_matches_reference(forward, backward=backward, layout="hf", dtype=np.float64,
+                                      tol=FLOAT64, grad_tol=FLOAT64)
+    assert max(errors.values()) < 1e-13
+    with pytest.raises(ReferenceMismatch, match=r"grad h\.0\.attn\.c_attn\.weight: worst element"):
+        assert_matches_reference(forward, backward=lambda p, i, d: {**backward(p, i, d), "transformer.h.0.attn.c_attn.weight":
+                                 np.zeros_like(p["transformer.h.0.attn.c_attn.weight"])},
+                                 layout="hf", dtype=np.float64, tol=FLOAT64, grad_tol=FLOAT64)
+
+
+def test_save_pretrained_files_round_trip(tmp_path):
+    """HF's save_pretrained -> load_hf_gpt2 -> save_hf_gpt2 -> HF's from_pretrained: same weights, same logits."""
+    cfg, model, params, idx, _ = hf_case("untied", 2)
+    model.save_pretrained(tmp_path / "hf")
+    cfg2, loaded = load_hf_gpt2(tmp_path / "hf")
+    assert cfg2 == cfg
+    for k in params:
+        np.testing.assert_array_equal(loaded[k], params[k], err_msg=k)
+    save_hf_gpt2(tmp_path / "ours", cfg, loaded)
+    again = GPT2LMHeadModel.from_pretrained(tmp_path / "ours", local_files_only=True, attn_implementation="eager",
+                                          dtype=torch.float64).eval()
+    with torch.no_grad():
+        np.testing.assert_array_equal(again(torch.tensor(idx)).logits.numpy(), model(torch.tensor(idx)).logits.numpy())
+
+
+def test_tied_save_writes_both_names_and_loads_back(tmp_path):
+    cfg, model, params, idx, _ = hf_case("tied", 3)
+    save_hf_gpt2(tmp_path / "m", cfg, params)
+    again = GPT2LMHeadModel.from_pretrained(tmp_path / "m", local_files_only=True, attn_implementation="eager",
+                                          dtype=torch.float64).eval()
+    assert again.lm_head.weight.data_ptr() == again.transformer.wte.weight.data_ptr()   # tied again
+    with torch.no_grad():
+        np.testing.assert_array_equal(again(torch.tensor(idx)).logits.numpy(), model(torch.tensor(idx)).logits.numpy())
+
+
+def test_bad_hf_input_is_a_one_line_error(tmp_path):
+    cfg = TIED
+    params = oracle.init_params(cfg, np.random.default_rng(0))
+    state = to_hf(params, cfg)
+    with pytest.raises(CheckpointError, match=r"lm_head.weight differs from wte.weight"):
+        from_hf({**state, "lm_head.weight": state["lm_head.weight"] + 1}, cfg)
+    with pytest.raises(CheckpointError, match=r"missing \['h.1.ln_1.bias'\]"):
+        from_hf({k: v for k, v in state.items() if k != "transformer.h.1.ln_1.bias"}, cfg)
+    with pytest.raises(CheckpointError, match=r"h.0.mlp.c_fc.weight has shape \(16, 24\), the config needs \(24, 16\)"):
+        from_hf(transpose_conv1d(state), cfg)        # transposed twice: (out, in) where HF has (in, out)
+    with pytest.raises(ConfigError, match="tanh GELU only"):
+        config_from_hf({**config_to_hf(cfg), "activation_function": "relu"})
+    with pytest.raises(ConfigError, match=r"lacks \['n_head'\]"):
+        config_from_hf({k: v for k, v in config_to_hf(cfg).items() if k != "n_head"})
+    with pytest.raises(CheckpointError, match="cannot read .*config.json"):
+        load_hf_gpt2(tmp_path / "nowhere")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps(config_to_hf(cfg)))
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot read safetensors file"):
+        load_hf_gpt2(tmp_path / "bad")

@@ -1,0 +1,51 @@
+"""Cross-entropy: the oracle against finite differences and a direct definition; tinyref against the oracle."""
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from tinygrad import Tensor, dtypes
+
+import oracle
+from helpers import tinygrad_examples, assert_no_mismatch, finite_difference_mismatches
+from strategies import seeds
+from tinyref import cross_entropy
+from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, assert_close
+
+
+@given(B=st.integers(1, 3), T=st.integers(1, 3), V=st.integers(2, 7), seed=seeds)
+def test_oracle_cross_entropy_backward_matches_finite_differences(B, T, V, seed):
+    rng = np.random.default_rng(seed)
+    logits, targets = rng.standard_normal((B, T, V)) * 3, rng.integers(0, V, (B, T))
+    _, cache = oracle.cross_entropy_forward(logits, targets)
+    dlogits = oracle.cross_entropy_backward(cache)
+    assert_no_mismatch(finite_difference_mismatches(lambda: oracle.cross_entropy_forward(logits, targets)[0],
+                                                    {"logits": logits}, {"logits": dlogits}))
+
+
+def test_oracle_cross_entropy_equals_the_definition():
+    """-mean log softmax(target), written out with math.exp/math.log on one small case."""
+    logits = np.array([[[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]])
+    targets = np.array([[1, 2]])
+    expected = -(math.log(math.exp(2) / (math.exp(1) + math.exp(2) + math.exp(0.5)))
+                 + math.log(math.exp(3) / (1 + math.exp(-1) + math.exp(3)))) / 2
+    loss, _ = oracle.cross_entropy_forward(logits, targets)
+    assert abs(loss - expected) < 1e-12
+
+
+def test_oracle_cross_entropy_is_stable_for_huge_logits():
+    loss, cache = oracle.cross_entropy_forward(np.array([[[1000.0, 0.0]]]), np.array([[1]]))
+    assert loss == 1000.0 and np.isfinite(oracle.cross_entropy_backward(cache)).all()
+
+
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_cross_entropy_matches_oracle(seed):
+    rng = np.random.default_rng(seed)
+    logits, targets = rng.standard_normal((2, 8, 11)) * 3, rng.integers(0, 11, (2, 8))
+    lt = Tensor(logits.astype(np.float32))
+    loss = cross_entropy(lt, Tensor(targets, dtype=dtypes.int32))
+    loss.backward()
+    ref, cache = oracle.cross_entropy_forward(logits, targets)
+    assert_close("loss", loss.item(), ref, FLOAT32)
+    assert_close("dlogits", lt.grad.numpy(), oracle.cross_entropy_backward(cache), FLOAT32_GRAD)

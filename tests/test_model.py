@@ -1,0 +1,114 @@
+"""The whole GPT: state-dict contract, oracle vs finite differences, tinyref vs oracle, AdamW steps."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tinygrad import Tensor, dtypes
+from tinygrad.nn.state import get_state_dict
+
+import oracle
+from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, adamw_mismatches, as_namespace, assert_no_mismatch,
+                     finite_difference_mismatches, model_mismatches, oracle_forward_backward, random_inputs,
+                     tinygrad_examples)
+from strategies import configs, seeds
+from tinyref import GPTConfig, GPTStyleTransformer
+
+MODELS = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT)}
+_built = {}
+
+
+def built(name):
+    """One tinyref model per fixed config for the whole session (weights are reloaded per example)."""
+    if name not in _built:
+        _built[name] = GPTStyleTransformer(MODELS[name][0])
+    return _built[name]
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_state_dict_keys_and_shapes_are_the_contract(tie):
+    cfg = GPTConfig(vocab_size=13, context_length=6, d_model=8, n_heads=2, n_layers=3, d_ff=20, tie_embeddings=tie)
+    state = get_state_dict(GPTStyleTransformer(cfg))
+    assert {k: tuple(t.shape) for k, t in state.items()} == oracle.param_shapes(cfg)
+    assert ("lm_head.weight" in state) is (not tie)
+
+
+def test_parameter_count_is_the_sum_of_the_table():
+    cfg = GPTConfig()
+    C, F, V, L = 32, 128, 52, 2
+    per_block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (F * C + F) + (C * F + C)
+    assert GPTStyleTransformer(cfg).num_parameters() == V * C + 16 * C + L * per_block + 2 * C
+
+
+# --8<-- [start:test_fd]
+@given(cfg=configs(), data=st.data())
+def test_oracle_model_backward_matches_finite_differences(cfg, data):
+    """Every parameter tensor (up to 6 random elements each) against central differences."""
+    rng = np.random.default_rng(data.draw(seeds, label="seed"))
+    B, T = data.draw(st.integers(1, 2), label="B"), data.draw(st.integers(1, cfg.context_length), label="T")
+    params = oracle.init_params(cfg, rng)
+    idx, targets = random_inputs(rng, cfg, B, T)
+    _, _, grads = oracle_forward_backward(params, cfg, idx, targets)
+    loss = lambda: oracle_forward_backward(params, cfg, idx, targets)[1]  # noqa: E731
+    assert_no_mismatch(finite_difference_mismatches(loss, params, grads, rng, max_elements=6))
+# --8<-- [end:test_fd]
+
+
+@pytest.mark.parametrize("case", ["tied, d_ff != 4*d_model", "untied, one head, T < context", "T = 1"])
+def test_oracle_model_backward_matches_finite_differences_on_named_cases(case):
+    """The issue's named cases, every element of every parameter."""
+    cfg, (B, T) = {"tied, d_ff != 4*d_model": (TIED, (1, 3)), "untied, one head, T < context": (UNTIED, UNTIED_BT),
+                   "T = 1": (TIED, (2, 1))}[case]
+    cfg = as_namespace(cfg)
+    cfg.d_model, cfg.d_ff, cfg.n_heads = (4, 6, 2) if cfg.n_heads > 1 else (3, 5, 1)   # small: every element is cheap
+    rng = np.random.default_rng(1)
+    params = oracle.init_params(cfg, rng)
+    idx, targets = random_inputs(rng, cfg, B, T)
+    _, _, grads = oracle_forward_backward(params, cfg, idx, targets)
+    loss = lambda: oracle_forward_backward(params, cfg, idx, targets)[1]  # noqa: E731
+    assert_no_mismatch(finite_difference_mismatches(loss, params, grads, rng))
+    if T < cfg.context_length:
+        assert (grads["wpe.weight"][T:] == 0).all(), "unused position rows must get exactly zero gradient"
+
+
+# --8<-- [start:test_agreement]
+@tinygrad_examples
+@given(name=st.sampled_from(sorted(MODELS)), seed=seeds)
+def test_tinyref_model_matches_oracle(name, seed):
+    """Logits, loss and the gradient of every parameter, float32 tinyref vs float64 oracle."""
+    cfg, (B, T) = MODELS[name]
+    rng = np.random.default_rng(seed)
+    params = oracle.init_params(as_namespace(cfg), rng)
+    idx, targets = random_inputs(rng, cfg, B, T)
+    assert_no_mismatch(model_mismatches(built(name), params, as_namespace(cfg), idx, targets))
+# --8<-- [end:test_agreement]
+
+
+def test_model_accepts_any_integer_dtype_and_lists():
+    model = built("tied")
+    idx = np.random.default_rng(0).integers(0, TIED.vocab_size, TIED_BT)
+    ref = model(Tensor(idx, dtype=dtypes.int32)).numpy()
+    for variant in (idx.astype(np.int64), idx.astype(np.uint8), idx.tolist()):
+        np.testing.assert_array_equal(model(variant).numpy(), ref)
+
+
+# --8<-- [start:test_adamw]
+def test_adamw_training_steps_match_oracle():
+    """Three jitted training steps (forward, loss, backward, AdamW with decay on matrices only) vs the oracle."""
+    assert_no_mismatch(adamw_mismatches())
+# --8<-- [end:test_adamw]
+
+
+@given(seed=seeds)
+def test_key_bias_gets_no_gradient(seed):
+    """softmax ignores a per-row shift, and q.b_k shifts each row of scores: the key bias's gradient is
+    exactly zero in exact arithmetic. Adam normalises whatever rounding noise sits there into steps of
+    +-lr with arbitrary sign, so the AdamW agreement test leaves that slice out."""
+    cfg = as_namespace(TIED)
+    rng = np.random.default_rng(seed)
+    params = oracle.init_params(cfg, rng)
+    idx, targets = random_inputs(rng, cfg, *TIED_BT)
+    _, _, grads = oracle_forward_backward(params, cfg, idx, targets)
+    C = cfg.d_model
+    for i in range(cfg.n_layers):
+        g = grads[f"h.{i}.attn.c_attn.bias"]
+        assert np.abs(g[C:2 * C]).max() < 1e-12 * np.abs(g).max(), "key bias gradient should vanish"

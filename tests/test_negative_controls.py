@@ -1,0 +1,171 @@
+"""Negative controls: plant each classic bug in a copy of the computation and show the agreement checks catch it.
+
+The checks are the very functions the agreement tests call (helpers.component_mismatches,
+model_mismatches, adamw_mismatches, causality_violation, finite_difference checks). Each bug goes
+into a copy of an oracle function, swapped in with monkeypatch, so no new tinygrad kernels compile:
+the tinyref side is the real, correct code, and the checks must report the planted difference.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import oracle
+import oracle.attention
+import oracle.block
+import oracle.feedforward
+import oracle.model
+from helpers import (TIED, TIED_BT, adamw_mismatches, as_namespace, causality_violation, component_mismatches,
+                     model_mismatches, oracle_component_fd, random_inputs)
+from test_attention import attention_params
+from test_feedforward import Gelu
+from test_layernorm import layernorm_case
+from tinyref import LayerNorm, MultiHeadSelfAttention
+
+
+def attention_forward_with_bug(bug):
+    """A copy of oracle.attention_forward's math with one planted bug, returning the real cache layout."""
+    def forward(x, p, n_heads):
+        B, T, C = x.shape
+        H, hd = n_heads, C // n_heads
+        qkv = x @ p["c_attn.weight"].T + p["c_attn.bias"]
+        q, k, v = np.split(qkv, 3, axis=-1)
+        if bug == "heads split along the wrong axis":
+            q, k, v = [t.reshape(B, T, hd, H).transpose(0, 3, 1, 2) for t in (q, k, v)]
+        else:
+            q, k, v = [t.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]
+        if bug == "q and k swapped":
+            q, k = k, q
+        scale = 1.0 / hd if bug == "scale 1/hd instead of 1/sqrt(hd)" else 1.0 / math.sqrt(hd)
+        scores = (q @ k.transpose(0, 1, 3, 2)) * scale
+        future = np.triu(np.ones((T, T), dtype=bool), k=2 if bug == "mask off by one" else 1)
+        if bug != "mask removed":
+            scores = np.where(future, -np.inf, scores)
+        att, _ = oracle.softmax_forward(scores)
+        merged = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+        out = merged @ p["c_proj.weight"].T + p["c_proj.bias"]
+        _, cache = oracle.attention.attention_forward(x, p, n_heads)   # backward is not what is tested here
+        return out, cache
+    return forward
+
+
+ATTENTION_BUGS = ["mask removed", "mask off by one", "scale 1/hd instead of 1/sqrt(hd)",
+                  "heads split along the wrong axis", "q and k swapped"]
+
+
+@pytest.mark.parametrize("bug", ATTENTION_BUGS)
+def test_attention_check_catches(bug, monkeypatch):
+    rng = np.random.default_rng(0)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+    monkeypatch.setattr(oracle.attention, "attention_forward", attention_forward_with_bug(bug))
+    found = component_mismatches(MultiHeadSelfAttention(16, 4), oracle.attention.attention_forward,
+                                 oracle.attention_backward, attention_params(rng, 16), x, dout, 4)
+    assert any(m.name == "out" for m in found), f"the attention check missed: {bug}"
+
+
+@pytest.mark.parametrize("bug", ATTENTION_BUGS)
+def test_model_check_catches(bug, monkeypatch):
+    """The same bugs, planted inside the whole oracle model: the model agreement check fails on logits."""
+    from test_model import built
+    cfg = as_namespace(TIED)
+    rng = np.random.default_rng(1)
+    params = oracle.init_params(cfg, rng)
+    idx, targets = random_inputs(rng, cfg, *TIED_BT)
+    monkeypatch.setattr(oracle.block, "attention_forward", attention_forward_with_bug(bug))
+    found = model_mismatches(built("tied"), params, cfg, idx, targets)
+    assert any(m.name == "logits" for m in found), f"the model check missed: {bug}"
+
+
+@pytest.mark.parametrize("bug", ["mask removed", "mask off by one"])
+def test_causality_property_catches(bug):
+    cfg = as_namespace(TIED)
+    rng = np.random.default_rng(2)
+    params = oracle.init_params(cfg, rng)
+    idx = rng.integers(0, cfg.vocab_size, TIED_BT)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(oracle.block, "attention_forward", attention_forward_with_bug(bug))
+        violation = causality_violation(lambda i: oracle.gpt_forward(i, params, cfg)[0], idx, 3, (idx[0, 3] + 1) % 11)
+    assert violation is not None and "earlier position" in violation
+
+
+def test_layernorm_check_catches_wrong_eps(monkeypatch):
+    """eps 1e-6 instead of 1e-5: invisible on unit-variance rows, caught on the small-variance rows the test draws."""
+    x, params, dout = layernorm_case(np.random.default_rng(3), (2, 8, 16))
+    real = oracle.layernorm_forward
+    found = component_mismatches(LayerNorm(16, eps=1e-5), lambda x, p, eps: real(x, p, eps / 10),
+                                 oracle.layernorm_backward, params, x, dout, 1e-5)
+    assert any(m.name == "out" for m in found)
+
+
+def test_block_check_catches_a_dropped_residual(monkeypatch):
+    from test_block import block_params
+    from tinyref import TransformerDecoderBlock
+    real = oracle.block.feedforward_forward
+    rng = np.random.default_rng(4)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+
+    def block_without_attention_residual(x, p, n_heads, eps=1e-5):
+        a, _ = oracle.layernorm_forward(x, oracle.sub_params(p, "ln_1."), eps)
+        x1, _ = oracle.attention_forward(a, oracle.sub_params(p, "attn."), n_heads)   # BUG: x1 = attn(...) without + x
+        m, _ = oracle.layernorm_forward(x1, oracle.sub_params(p, "ln_2."), eps)
+        f, _ = real(m, oracle.sub_params(p, "mlp."))
+        return x1 + f, oracle.block_forward(x, p, n_heads, eps)[1]
+    found = component_mismatches(TransformerDecoderBlock(TIED), block_without_attention_residual, oracle.block_backward,
+                                 block_params(rng, TIED), x, dout, TIED.n_heads, TIED.layer_norm_eps)
+    assert any(m.name == "out" for m in found)
+
+
+def test_gelu_check_catches_exact_erf_gelu():
+    erf_gelu = np.vectorize(lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))))
+    x = np.linspace(-4, 4, 2 * 8 * 16).reshape(2, 8, 16)
+    dout = np.random.default_rng(0).standard_normal(x.shape)
+    found = component_mismatches(Gelu(), lambda x, p: (erf_gelu(x), oracle.gelu_forward(x)[1]),
+                                 oracle.gelu_backward, {}, x, dout)
+    assert any(m.name == "out" for m in found)
+
+
+def test_model_check_catches_a_dropped_tied_embedding_gradient(monkeypatch):
+    """gpt_backward that forgets the output head's share of wte's gradient."""
+    from test_model import built
+    real = oracle.model.gpt_backward
+
+    def backward_without_head_share(dlogits, cache):
+        grads = real(dlogits, cache)
+        V, C = cache["head"].shape
+        grads["wte.weight"] = grads["wte.weight"] - dlogits.reshape(-1, V).T @ cache["xf"].reshape(-1, C)
+        return grads
+    monkeypatch.setattr(oracle, "gpt_backward", backward_without_head_share)
+    import helpers
+    monkeypatch.setattr(helpers.oracle, "gpt_backward", backward_without_head_share)
+    cfg = as_namespace(TIED)
+    rng = np.random.default_rng(5)
+    params = oracle.init_params(cfg, rng)
+    idx, targets = random_inputs(rng, cfg, *TIED_BT)
+    found = model_mismatches(built("tied"), params, cfg, idx, targets)
+    assert [m.name for m in found] == ["grad wte.weight"]
+
+
+def test_adamw_check_catches_missing_bias_correction():
+    def adamw_without_bias_correction(params, grads, state=None, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01):
+        state = state or {"t": 0, "m": {k: np.zeros_like(v) for k, v in params.items()},
+                          "v": {k: np.zeros_like(v) for k, v in params.items()}}
+        new, m, v = {}, {}, {}
+        for k, p in params.items():
+            m[k] = b1 * state["m"][k] + (1 - b1) * grads[k]
+            v[k] = b2 * state["v"][k] + (1 - b2) * grads[k] ** 2
+            new[k] = p - lr * (m[k] / (np.sqrt(v[k]) + eps) + weight_decay * p)   # BUG: no m_hat, v_hat
+        return new, {"t": state["t"] + 1, "m": m, "v": v}
+    assert adamw_mismatches(adamw_without_bias_correction)
+
+
+def test_finite_difference_check_catches_a_wrong_backward_line(monkeypatch):
+    """The oracle's own gradient check: LayerNorm backward without the mean term fails it."""
+    x, params, dout = layernorm_case(np.random.default_rng(6), (1, 2, 4))
+
+    def layernorm_backward_without_mean_term(dout, cache):
+        xhat, rstd, w = cache
+        dxhat = dout * w
+        dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(-1, keepdims=True))   # BUG: dropped - mean(dxhat)
+        return dx, oracle.layernorm_backward(dout, cache)[1]
+    found = oracle_component_fd(oracle.layernorm_forward, layernorm_backward_without_mean_term, x, params, dout, 1e-5)
+    assert [m.name for m in found] == ["dx (finite differences)"]

@@ -1,0 +1,132 @@
+"""Hugging Face GPT-2 <-> tinyref: config fields and state-dict layout, both ways.
+
+The numbers are the same; three things about how they are stored differ:
+
+- HF's GPT-2 computes its projections with ``Conv1D``, ``y = x @ W + b`` with ``W`` of shape
+  ``(in, out)``; tinyref (tinygrad's ``nn.Linear``) computes ``y = x @ W.T + b`` with ``W`` of
+  shape ``(out, in)``. The weights of ``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc`` and
+  ``mlp.c_proj`` are transposed on the way; biases, LayerNorms and embeddings are not.
+- ``GPT2LMHeadModel`` prefixes the body's keys with ``transformer.`` and lists ``lm_head.weight``
+  even when it is the same tensor as ``wte.weight`` (tied, GPT-2's default); tinyref has no
+  ``lm_head.weight`` when tied. ``save_pretrained`` files omit the tied head.
+- Older HF files carry the causal-mask buffers ``h.{i}.attn.bias`` and ``h.{i}.attn.masked_bias``:
+  not parameters, dropped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import oracle
+
+from .config import GPTConfig
+from .errors import CheckpointError, ConfigError
+from .golden import read_safetensors, replacing_directory, write_safetensors
+
+HF_PREFIX = "transformer."
+CONV1D_WEIGHTS = ("c_attn.weight", "c_proj.weight", "c_fc.weight")   # (in, out) in HF, (out, in) in tinyref
+MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")                    # not ".c_attn.bias": the dot matters
+HF_WEIGHTS_FILE = "model.safetensors"
+
+
+# --8<-- [start:config]
+def config_from_hf(hf: dict) -> GPTConfig:
+    """A GPTConfig from a HF ``GPT2Config`` dict (``config.json``); refuses GPT-2 variants tinyref does not compute."""
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ConfigError(f"activation_function={act!r}: tinyref computes the tanh GELU only ('gelu_new'); "
+                          "set it in config.json or convert a different model")
+    for flag, wanted in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                         ("add_cross_attention", False)):
+        if hf.get(flag, wanted) != wanted:
+            raise ConfigError(f"{flag}={hf[flag]!r} is a GPT-2 variant tinyref does not compute (needs {wanted})")
+    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer") if k not in hf]
+    if missing:
+        raise ConfigError(f"the HF GPT-2 config lacks {missing}; is it a GPT2Config (model_type 'gpt2')?")
+    return GPTConfig(vocab_size=hf["vocab_size"], context_length=hf["n_positions"], d_model=hf["n_embd"],
+                     n_heads=hf["n_head"], n_layers=hf["n_layer"], d_ff=hf.get("n_inner"),
+                     layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+                     tie_embeddings=hf.get("tie_word_embeddings", True))
+
+
+def config_to_hf(cfg: GPTConfig) -> dict:
+    """The ``GPT2Config`` fields of ``cfg`` (``GPT2Config(**config_to_hf(cfg))``), dropout off."""
+    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
+            "n_positions": cfg.context_length, "n_embd": cfg.d_model, "n_head": cfg.n_heads, "n_layer": cfg.n_layers,
+            "n_inner": cfg.d_ff, "layer_norm_epsilon": cfg.layer_norm_eps, "tie_word_embeddings": cfg.tie_embeddings,
+            "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+# --8<-- [end:config]
+
+
+# --8<-- [start:convert]
+def transpose_conv1d(params: dict) -> dict:
+    """Swap the projection weights between HF's (in, out) and tinyref's (out, in); its own inverse.
+
+    Works on full keys (``h.0.attn.c_attn.weight``) and component-local ones (``c_attn.weight``)."""
+    return {k: (v.T.copy() if k.endswith(CONV1D_WEIGHTS) else v) for k, v in params.items()}
+
+
+def from_hf(state: dict, cfg: GPTConfig) -> dict:
+    """tinyref parameters from a HF GPT-2 state dict (``GPT2Model`` or ``GPT2LMHeadModel`` keys;
+    NumPy arrays or torch tensors). Raises CheckpointError unless the result is exactly the
+    tinyref state dict of ``cfg``."""
+    params = {}
+    for key, value in state.items():
+        name = key[len(HF_PREFIX):] if key.startswith(HF_PREFIX) else key
+        if name.endswith(MASK_BUFFERS):
+            continue                                   # causal-mask buffers, not parameters
+        params[name] = np.array(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+    if cfg.tie_embeddings and "lm_head.weight" in params:
+        head = params.pop("lm_head.weight")
+        if "wte.weight" in params and not np.array_equal(head, params["wte.weight"]):
+            raise CheckpointError("lm_head.weight differs from wte.weight although the config ties them; "
+                                  "set tie_word_embeddings=false in config.json to keep both")
+    params = transpose_conv1d(params)
+    check_state_dict(params, cfg)
+    return params
+
+
+def to_hf(params: dict, cfg: GPTConfig) -> dict:
+    """A ``GPT2LMHeadModel`` state dict (``load_state_dict(..., strict=True)`` accepts it) from tinyref parameters."""
+    check_state_dict(params, cfg)
+    state = {(k if k == "lm_head.weight" else HF_PREFIX + k): v for k, v in transpose_conv1d(params).items()}
+    if cfg.tie_embeddings:
+        state["lm_head.weight"] = params["wte.weight"]   # HF lists the tied head under both names
+    return state
+# --8<-- [end:convert]
+
+
+def check_state_dict(params: dict, cfg: GPTConfig) -> None:
+    """CheckpointError unless ``params`` has exactly the keys and shapes of tinyref's state dict for ``cfg``."""
+    want = oracle.param_shapes(cfg)
+    missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
+    if missing or extra:
+        raise CheckpointError(f"state dict does not match the config: missing {missing[:5]}, unexpected {extra[:5]}"
+                              f"{' (more not shown)' if len(missing) > 5 or len(extra) > 5 else ''}; "
+                              "check the config (n_layers, tie_embeddings) against the weights")
+    for k, shape in want.items():
+        if tuple(np.shape(params[k])) != shape:
+            raise CheckpointError(f"{k} has shape {tuple(np.shape(params[k]))}, the config needs {shape}")
+
+
+def load_hf_gpt2(directory) -> tuple[GPTConfig, dict]:
+    """(cfg, params) from a HF GPT-2 directory holding ``config.json`` and ``model.safetensors``."""
+    directory = Path(directory)
+    try:
+        hf_config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {directory / 'config.json'} ({e}); point at a HF GPT-2 model directory") from None
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(f"{directory / 'config.json'} must hold a JSON object")
+    cfg = config_from_hf(hf_config)
+    return cfg, from_hf(read_safetensors(directory / HF_WEIGHTS_FILE), cfg)
+
+
+def save_hf_gpt2(directory, cfg: GPTConfig, params: dict, overwrite: bool = False) -> None:
+    """Write ``config.json`` and ``model.safetensors`` that ``GPT2LMHeadModel.from_pretrained(directory)`` loads."""
+    state = to_hf(params, cfg)
+    with replacing_directory(Path(directory), overwrite) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2) + "\n")
+        write_safetensors(tmp / HF_WEIGHTS_FILE, state)

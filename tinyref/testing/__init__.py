@@ -1,0 +1,228 @@
+"""Check *your* GPT against tinyref's float64 NumPy oracle: the whole model or one component.
+
+You give plain functions on NumPy arrays (wrap PyTorch, JAX, C, ... inside them); tinyref draws
+weights and inputs, runs the oracle, and raises ``ReferenceMismatch`` naming, for every tensor
+that disagrees, its worst element: index, your value, the oracle's, and the tolerance. Nothing
+here runs tinygrad. Weights come in tinyref's layout (GPT-2 names, linear weights ``(out, in)``)
+or, with ``layout="hf"``, in Hugging Face's (``transformer.`` keys, Conv1D weights ``(in, out)``).
+
+    from tinyref.testing import assert_matches_reference, assert_component_matches
+    assert_matches_reference(my_forward, backward=my_backward)    # my_forward(params, idx) -> logits
+    assert_component_matches("attention", my_attention)           # my_attention(x, p) -> out
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import oracle
+
+from ..config import GPTConfig
+from ..errors import UsageError
+from ..golden import PRESETS, GoldenCase
+from ..hf import to_hf, transpose_conv1d
+from ..tolerances import FLOAT32, FLOAT32_GRAD, Tolerance, compare, max_error
+
+__all__ = ["COMPONENTS", "REFERENCE_CASES", "ReferenceMismatch", "assert_component_matches",
+           "assert_loss_matches", "assert_matches_reference", "reference_inputs"]
+
+# The two cases every check runs by default: several heads, d_ff != 4*d_model and a tied head;
+# one head, an untied head and T < context_length (unused position rows).
+REFERENCE_CASES = {"small": PRESETS["small"], "untied": PRESETS["untied"]}
+LAYOUTS = ("tinyref", "hf")
+
+
+class ReferenceMismatch(AssertionError):
+    """Your implementation disagrees with the oracle; the message has one line per tensor that differs."""
+
+
+def _float32_exact(a):
+    """Round to float32 values (kept float64): a float32 implementation then sees exactly the oracle's inputs."""
+    return np.asarray(a).astype(np.float32).astype(np.float64)
+
+
+def reference_inputs(cfg: GPTConfig, batch: int, seq_len: int, seed: int = 0):
+    """(params, idx, targets) the checks use: oracle.init_params weights at float32 values, random token ids."""
+    rng = np.random.default_rng(seed)
+    params = {k: _float32_exact(v) for k, v in oracle.init_params(cfg, rng).items()}
+    idx = rng.integers(0, cfg.vocab_size, (batch, seq_len), dtype=np.int64)
+    return params, idx, rng.integers(0, cfg.vocab_size, (batch, seq_len), dtype=np.int64)
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise UsageError(f"layout={layout!r}: use 'tinyref' (linear weights (out, in)) or 'hf' (Conv1D (in, out))")
+
+
+def _mismatch_lines(name: str, actual, expected, tol: Tolerance, errors: dict) -> list[str]:
+    """[] when ``actual`` agrees with ``expected`` (recording its error in ``errors``), else one report line."""
+    if actual is None:
+        return [f"{name}: missing from your result"]
+    try:
+        actual = np.asarray(actual, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        return [f"{name}: not an array of numbers ({type(e).__name__}: {e})"]
+    mismatch = compare(name, actual, expected, tol)
+    if mismatch is None:
+        errors[name] = max(errors.get(name, 0.0), max_error(actual, expected))
+        return []
+    return [str(mismatch)]
+
+
+def _raise_if_any(lines: list[str], total: int, where: str) -> None:
+    if lines:
+        raise ReferenceMismatch(f"{len(lines)} of {total} tensors disagree with the tinyref oracle ({where}):\n  "
+                                + "\n  ".join(lines))
+
+
+# --8<-- [start:model_check]
+def assert_matches_reference(forward: Callable, cfg: GPTConfig | None = None, *, backward: Callable | None = None,
+                             batch: int = 2, seq_len: int | None = None, seeds=(0, 1, 2), layout: str = "tinyref",
+                             dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
+    """Check a whole model: ``forward(params, idx) -> logits`` and optionally
+    ``backward(params, idx, dlogits) -> grads`` (a dict keyed like ``params``).
+
+    ``params`` maps state-dict keys to ``dtype`` arrays (see ``layout``); ``idx`` is (B, T) int64;
+    ``logits`` and ``dlogits`` are (B, T, V), ``dlogits`` being the gradient of the mean
+    cross-entropy. Runs ``cfg`` (default: ``REFERENCE_CASES``) on every seed, stops at the first
+    failing example, and otherwise returns the worst error seen per tensor (relative to its scale).
+    """
+    _check_layout(layout)
+    cases = REFERENCE_CASES if cfg is None else {"cfg": GoldenCase(cfg, batch, seq_len)}
+    errors = {}
+    for name, case in cases.items():
+        c, B, T = case.config, case.batch, case.T
+        for seed in seeds:
+            params, idx, targets = reference_inputs(c, B, T, seed)
+            logits, cache = oracle.gpt_forward(idx, params, c)
+            loss, loss_cache = oracle.cross_entropy_forward(logits, targets)
+            dlogits = oracle.cross_entropy_backward(loss_cache)
+            given = to_hf(params, c) if layout == "hf" else params
+            given = {k: v.astype(dtype) for k, v in given.items()}
+            lines = _mismatch_lines("logits", forward(given, idx.copy()), logits, tol, errors)
+            total = 1
+            if backward is not None:
+                grads = oracle.gpt_backward(dlogits, cache)
+                got = backward(given, idx.copy(), dlogits.astype(dtype))
+                if not isinstance(got, dict):
+                    raise UsageError(f"backward must return a dict of gradients keyed like params, got {type(got).__name__}")
+                got = _grads_from_layout(got, layout, c)
+                for k in grads:
+                    lines += _mismatch_lines(f"grad {k}", got.get(k), grads[k], grad_tol, errors)
+                total += len(grads)
+            _raise_if_any(lines, total, f"case {name!r}: {c}, batch {B}, seq_len {T}, seed {seed}; "
+                                        f"inputs: tinyref.testing.reference_inputs(cfg, {B}, {T}, seed={seed})")
+    return errors
+# --8<-- [end:model_check]
+
+
+def _grads_from_layout(grads: dict, layout: str, cfg: GPTConfig) -> dict:
+    """Your gradients in tinyref's layout; in HF's, a tied head's gradient is wte's (the same tensor)."""
+    if layout == "tinyref":
+        return grads
+    grads = {(k[len("transformer."):] if k.startswith("transformer.") else k): v for k, v in grads.items()}
+    if cfg.tie_embeddings:
+        grads.pop("lm_head.weight", None)
+    return transpose_conv1d({k: np.asarray(v) for k, v in grads.items()})
+
+
+def assert_loss_matches(loss_fn: Callable, backward: Callable | None = None, *, shape=(2, 8, 11), seeds=(0, 1, 2),
+                        dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
+    """Check ``loss_fn(logits, targets) -> mean cross-entropy`` and optionally
+    ``backward(logits, targets) -> dloss/dlogits``; logits (B, T, V) float, targets (B, T) int64."""
+    B, T, V = shape
+    errors = {}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        logits = _float32_exact(rng.standard_normal(shape) * 3)
+        targets = rng.integers(0, V, (B, T), dtype=np.int64)
+        loss, cache = oracle.cross_entropy_forward(logits, targets)
+        lines = _mismatch_lines("loss", loss_fn(logits.astype(dtype), targets.copy()), loss, tol, errors)
+        if backward is not None:
+            lines += _mismatch_lines("dlogits", backward(logits.astype(dtype), targets.copy()),
+                                     oracle.cross_entropy_backward(cache), grad_tol, errors)
+        _raise_if_any(lines, 1 + (backward is not None), f"cross-entropy, logits {shape}, seed {seed}")
+    return errors
+
+
+# --8<-- [start:components]
+@dataclass(frozen=True)
+class Component:
+    """An oracle pair, which of a model's parameters it uses (local names), its extra arguments, its input."""
+
+    forward: Callable
+    backward: Callable
+    params: Callable    # full params -> the component's, under local names
+    args: Callable      # cfg -> extra arguments of the oracle pair
+    input: str          # "tokens" (B, T) ids, "hidden" (B, T, C) or "wide" (B, T, d_ff)
+
+
+COMPONENTS = {
+    "embedding": Component(oracle.embedding_forward, oracle.embedding_backward,
+                           lambda p: {k: p[k] for k in ("wte.weight", "wpe.weight")}, lambda cfg: (), "tokens"),
+    "layernorm": Component(oracle.layernorm_forward, oracle.layernorm_backward,
+                           lambda p: oracle.sub_params(p, "h.0.ln_1."), lambda cfg: (cfg.layer_norm_eps,), "hidden"),
+    "attention": Component(oracle.attention_forward, oracle.attention_backward,
+                           lambda p: oracle.sub_params(p, "h.0.attn."), lambda cfg: (cfg.n_heads,), "hidden"),
+    "gelu": Component(oracle.gelu_forward, oracle.gelu_backward, lambda p: {}, lambda cfg: (), "wide"),
+    "feedforward": Component(oracle.feedforward_forward, oracle.feedforward_backward,
+                             lambda p: oracle.sub_params(p, "h.0.mlp."), lambda cfg: (), "hidden"),
+    "block": Component(oracle.block_forward, oracle.block_backward, lambda p: oracle.sub_params(p, "h.0."),
+                       lambda cfg: (cfg.n_heads, cfg.layer_norm_eps), "hidden"),
+}
+# --8<-- [end:components]
+
+
+def _component_input(rng: np.random.Generator, component: Component, cfg: GPTConfig, B: int, T: int):
+    """Token ids, or activations whose rows have scales 1e-2, 1 and 10: a wrong LayerNorm eps only
+    shows on low-variance rows. Each row's mean stays on the scale of its spread (float32 LayerNorm
+    loses |mean|/std digits to cancellation, a property of the input, not of your code)."""
+    if component.input == "tokens":
+        return rng.integers(0, cfg.vocab_size, (B, T), dtype=np.int64)
+    shape = (B, T, cfg.d_ff if component.input == "wide" else cfg.d_model)
+    rows = shape[:-1] + (1,)
+    return _float32_exact((rng.standard_normal(shape) + rng.standard_normal(rows))
+                          * rng.choice([1e-2, 1.0, 10.0], size=rows))
+
+
+# --8<-- [start:component_check]
+def assert_component_matches(name: str, forward: Callable, backward: Callable | None = None, cfg: GPTConfig | None = None,
+                             *, batch: int = 2, seq_len: int | None = None, seeds=(0, 1, 2), layout: str = "tinyref",
+                             dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
+    """Check one component (a key of ``COMPONENTS``): ``forward(x, p) -> out`` and optionally
+    ``backward(x, p, dout) -> (dx, dp)``, ``p`` holding the component's parameters under local
+    names (``c_attn.weight``, ``ln_1.weight``, ``wte.weight``, ...). Sizes and hyper-parameters
+    (heads, eps) come from ``cfg`` (default: the ``small`` reference config); for the embedding,
+    ``x`` is token ids and ``dx`` is ignored. Returns the worst error seen per tensor."""
+    if name not in COMPONENTS:
+        raise UsageError(f"unknown component {name!r}: choose one of {', '.join(COMPONENTS)}")
+    _check_layout(layout)
+    component = COMPONENTS[name]
+    cfg = cfg or REFERENCE_CASES["small"].config
+    T = seq_len or cfg.context_length
+    errors = {}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        full, _, _ = reference_inputs(cfg, batch, T, seed)
+        p = component.params(full)
+        x = _component_input(rng, component, cfg, batch, T)
+        out, cache = component.forward(x, p, *component.args(cfg))
+        dout = _float32_exact(rng.standard_normal(out.shape))
+        given = {k: v.astype(dtype) for k, v in (transpose_conv1d(p) if layout == "hf" else p).items()}
+        user_x = x.copy() if component.input == "tokens" else x.astype(dtype)
+        lines = _mismatch_lines(f"{name} out", forward(user_x, given), out, tol, errors)
+        total = 1
+        if backward is not None:
+            dx, dp = component.backward(dout, cache)
+            got_dx, got_dp = backward(user_x, given, dout.astype(dtype))
+            got_dp = transpose_conv1d({k: np.asarray(v) for k, v in got_dp.items()}) if layout == "hf" else got_dp
+            if dx is not None:
+                lines += _mismatch_lines(f"{name} dx", got_dx, dx, grad_tol, errors)
+            for k in sorted(dp):
+                lines += _mismatch_lines(f"{name} d{k}", got_dp.get(k), dp[k], grad_tol, errors)
+            total += (dx is not None) + len(dp)
+        _raise_if_any(lines, total, f"component {name!r}, {cfg}, batch {batch}, seq_len {T}, seed {seed}")
+    return errors
+# --8<-- [end:component_check]

@@ -1,0 +1,56 @@
+"""Hypothesis strategies for testing your own GPT against tinyref: configs and token batches.
+
+They shrink towards the smallest readable case (one head, one layer, tiny sizes), so a failing
+property reports a config you can debug by hand. Needs ``hypothesis`` (``pip install tinyref[testing]``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from ..config import GPTConfig
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+# --8<-- [start:config_fields]
+@st.composite
+def config_fields(draw, max_layers: int = 2, max_vocab: int = 13, max_context: int = 8, tie=None) -> dict:
+    """The fields of a small valid GPTConfig, as a dict (build a GPTConfig, a namespace, your own config)."""
+    n_heads = draw(st.integers(1, 3))
+    # d_model >= 2: LayerNorm over a single feature returns its bias whatever the input, so a
+    # 1-wide model ignores its tokens and no property about them can hold.
+    head_dim = draw(st.integers(2 if n_heads == 1 else 1, 4))
+    d_model = n_heads * head_dim
+    return dict(
+        vocab_size=draw(st.integers(2, max_vocab)),
+        context_length=draw(st.integers(1, max_context)),
+        d_model=d_model,
+        n_heads=n_heads,
+        n_layers=draw(st.integers(1, max_layers)),
+        d_ff=draw(st.integers(1, 3 * d_model)),
+        layer_norm_eps=draw(st.sampled_from([1e-5, 1e-3])),
+        tie_embeddings=draw(st.booleans()) if tie is None else tie,
+    )
+# --8<-- [end:config_fields]
+
+
+def configs(**kwargs) -> st.SearchStrategy[GPTConfig]:
+    """Small valid ``GPTConfig``s (keyword arguments as for ``config_fields``)."""
+    return config_fields(**kwargs).map(lambda fields: GPTConfig(**fields))
+
+
+@st.composite
+def token_batches(draw, cfg, max_batch: int = 3) -> np.ndarray:
+    """A (B, T) int64 array of token ids for ``cfg``, 1 <= B <= max_batch, 1 <= T <= context_length."""
+    B = draw(st.integers(1, max_batch))
+    T = draw(st.integers(1, cfg.context_length))
+    ids = draw(st.lists(st.integers(0, cfg.vocab_size - 1), min_size=B * T, max_size=B * T))
+    return np.array(ids, dtype=np.int64).reshape(B, T)
+
+
+@st.composite
+def config_and_tokens(draw, **config_kwargs):
+    """(cfg, idx, seed): a GPTConfig, a token batch for it, and a seed for its weights."""
+    cfg = draw(configs(**config_kwargs))
+    return cfg, draw(token_batches(cfg)), draw(seeds)
