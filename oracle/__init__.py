@@ -13,5 +13,5 @@ from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .loss import cross_entropy_backward, cross_entropy_forward
 from .model import gpt_backward, gpt_forward
-from .optim import adamw_step
+from .optim import accumulate_gradients, adamw_step, clip_grad_norm, lr_at
 from .params import init_params, param_shapes, sub_params, with_prefix

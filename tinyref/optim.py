@@ -41,15 +41,21 @@ def lr_at(step: int, lr: float, warmup_steps: int = 0, total_steps: int = 1, sch
         return lr * (step + 1) / warmup_steps
     if schedule == "constant":
         return lr
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    decay_steps = total_steps - warmup_steps
+    progress = min(1.0, (step - warmup_steps) / decay_steps) if decay_steps > 0 else 1.0   # past the end: min_lr
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 # --8<-- [end:schedule]
 
 
 # --8<-- [start:clip]
+def global_grad_norm(params: list[Tensor]) -> Tensor:
+    """sqrt(sum of every squared gradient element), as a float32 scalar tensor."""
+    return sum((p.grad.float() ** 2).sum() for p in params).sqrt()
+
+
 def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
     """Scale every gradient by min(1, max_norm / global_norm), in the graph (no host sync); returns the norm."""
-    norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt()
+    norm = global_grad_norm(params)
     scale = (max_norm / (norm + 1e-6)).minimum(1.0)
     for p in params:
         p.grad = p.grad * scale.cast(p.grad.dtype)

@@ -134,3 +134,18 @@ def reduced_precision(dtype: str, cfg) -> tuple[Tolerance, Tolerance]:
 def tolerances_for(dtype: str, cfg) -> tuple[Tolerance, Tolerance]:
     """(forward, gradient) tolerance for the model ``cfg`` computed in ``dtype`` against the float64 oracle."""
     return (FLOAT32, FLOAT32_GRAD) if dtype == "float32" else reduced_precision(dtype, cfg)
+
+
+# Mixed-precision training (tinyref.train.TrainStep with dtype float16 or bfloat16) keeps float32
+# master weights, computes forward and backward in the low dtype on a copy rounded from them, and
+# turns the low-precision gradients back into float32 master gradients: multiplied by the loss
+# scale S on the way in, divided by k*S on the way out (k micro-batches), summed in float32. S is a
+# power of two, so scaling and unscaling are exact (no rounding) as long as nothing overflows or
+# underflows; the float32 sum of k terms adds ~k * 6e-8, nothing against u. The master gradient
+# therefore carries exactly the error of one reduced-precision backward pass, and the gradient
+# tolerance of reduced_precision() applies unchanged, against the oracle run on the weights
+# rounded to the low dtype (the numbers the low-precision copy holds).
+def mixed_precision_grad(dtype: str, cfg) -> Tolerance:
+    """Tolerance of TrainStep's float32 master gradients computed in ``dtype`` vs the float64 oracle."""
+    grad = reduced_precision(dtype, cfg)[1]
+    return Tolerance(rtol=grad.rtol, atol=grad.atol, why=f"mixed precision, exact power-of-two loss scaling; {grad.why}")
