@@ -261,6 +261,14 @@ def load_config(path) -> GPTConfig:
         raise CheckpointError(f"{path.name}/{CONFIG_FILE} does not describe a model: {e}") from None
 
 
+def load_state(path) -> dict:
+    """The trainer state (state.json) of the checkpoint at ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a directory")
+    return _read_json(path / STATE_FILE, "the trainer state")
+
+
 # --8<-- [start:load]
 def load_checkpoint(path, device: str | None = None) -> Checkpoint:
     """Check every file of the checkpoint at ``path``, then build the model on ``device`` (default:

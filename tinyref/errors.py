@@ -32,3 +32,7 @@ class DataError(TinyrefError):
 
 class CheckpointError(TinyrefError):
     """A checkpoint directory that is missing pieces or holds inconsistent data."""
+
+
+class TrainingError(TinyrefError):
+    """Training that cannot go on (e.g. the loss became NaN); the last checkpoint is kept."""

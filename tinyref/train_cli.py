@@ -1,30 +1,70 @@
-"""``tinyref train``: the demo's flags (more options arrive with real-data training)."""
+"""``tinyref train``: no --data, the seed's demo; with --data (or --resume), real training on a text file."""
 from __future__ import annotations
 
 import argparse
 
-from .train import train_next_word_predictor
+from .errors import UsageError
+from .train import TrainOptions, train, train_next_word_predictor
+
+# The demo's defaults (the seed's): used when neither --data nor --resume is given.
+DEMO = dict(vocab_size=52, context_length=16, d_model=32, n_heads=4, n_layers=2, d_ff=None, batch_size=8, epochs=30,
+            lr=5e-3, seed=0)
+SHARED = ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff", "batch_size", "lr", "seed", "device")
+DATA_ONLY = [f for f in TrainOptions.__dataclass_fields__ if f not in SHARED and f not in ("data", "resume")]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--vocab-size", type=int, default=52, help="vocabulary size (default 52)")
-    g.add_argument("--context-length", type=int, default=16, help="sequence length T (default 16)")
-    g.add_argument("--d-model", type=int, default=32, help="embedding width C (default 32)")
-    g.add_argument("--n-heads", type=int, default=4, help="attention heads, must divide d-model (default 4)")
-    g.add_argument("--n-layers", type=int, default=2, help="decoder blocks (default 2)")
+    g.add_argument("--vocab-size", type=int, default=None,
+                   help="vocabulary size: demo 52; with --data the BPE vocabulary to learn (default 1024; char and "
+                        "word tokenizers take theirs from the text)")
+    g.add_argument("--context-length", type=int, default=None, help="sequence length T (demo 16, --data 64)")
+    g.add_argument("--d-model", type=int, default=None, help="embedding width C (demo 32, --data 128)")
+    g.add_argument("--n-heads", type=int, default=None, help="attention heads, must divide d-model (default 4)")
+    g.add_argument("--n-layers", type=int, default=None, help="decoder blocks (demo 2, --data 4)")
     g.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default 4 * d-model)")
-    g = p.add_argument_group("training")
-    g.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
-    g.add_argument("--epochs", type=int, default=30, help="passes over the demo data (default 30)")
-    g.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate (default 5e-3)")
-    g.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
+    g = p.add_argument_group("training (demo and --data)")
+    g.add_argument("--batch-size", type=int, default=None, help="sequences per (micro-)batch (demo 8, --data 16)")
+    g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (demo 5e-3, --data peak 1e-3)")
+    g.add_argument("--seed", type=int, default=None, help="seed for weights and data order (default 0)")
     g.add_argument("--device", default=None, help="tinygrad device: CPU, CPU:LLVM, CPU:X86, CL, PYTHON, CUDA, ... (default: tinygrad's choice)")
+    g = p.add_argument_group("demo only")
+    g.add_argument("--epochs", type=int, default=None, help="passes over the demo data (default 30)")
+    g = p.add_argument_group("real data (--data FILE or --resume DIR; unset flags of a resumed run keep their saved values)")
+    g.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (tokenized once into OUT/tokens.bin)")
+    g.add_argument("--tokenizer", choices=("char", "word", "bpe"), help="char, word or byte-level bpe (default bpe)")
+    g.add_argument("--val-fraction", type=float, help="tail fraction of the text held out for validation, in (0, 1) (default 0.1)")
+    g.add_argument("--steps", type=int, help="total optimizer steps, counted from the start of the run (default 1000)")
+    g.add_argument("--decay-steps", type=int, help="length of the learning-rate schedule (default --steps); "
+                                                   "later steps use --min-lr")
+    g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
+    g.add_argument("--lr-schedule", choices=("cosine", "constant"), help="after warm-up: cosine decay to --min-lr, or constant (default cosine)")
+    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (default lr / 10)")
+    g.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay of matrices (default 0.1)")
+    g.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this; 0 turns clipping off (default 1.0)")
+    g.add_argument("--accum-steps", type=int, help="micro-batches per optimizer step, gradients averaged (default 1)")
+    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                   help="compute dtype; float16/bfloat16 keep float32 master weights (default float32)")
+    g.add_argument("--loss-scale", type=float, help="static loss scale for float16 (default 1024; 1 for the others)")
+    g.add_argument("--eval-every", type=int, help="steps between validation loss/perplexity evaluations (default 100)")
+    g.add_argument("--eval-batches", type=int, help="validation batches per evaluation (default 8)")
+    g.add_argument("--save-every", type=int, help="steps between checkpoints (default --eval-every; always at the end)")
+    g.add_argument("--out", metavar="DIR", help="output folder: checkpoint/, metrics.jsonl, tokens.bin (default ./out)")
+    g.add_argument("--resume", metavar="DIR", help="continue the checkpoint in DIR (an --out folder or its checkpoint/)")
+    g.add_argument("--plot", metavar="FILE.png", help="draw train and validation loss to this PNG at the end")
 
 
 def run(args: argparse.Namespace) -> int:
-    train_next_word_predictor(vocab_size=args.vocab_size, context_length=args.context_length, d_model=args.d_model,
-                              n_heads=args.n_heads, n_layers=args.n_layers, d_ff=args.d_ff,
-                              batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                              device=args.device)
+    values = vars(args)
+    if args.data is None and args.resume is None:
+        extra = [f"--{k.replace('_', '-')}" for k in DATA_ONLY if values.get(k) is not None]
+        if extra:
+            raise UsageError(f"{', '.join(extra)} need --data FILE (or --resume DIR); without them "
+                             "'tinyref train' runs the demo")
+        demo = {k: DEMO[k] if values[k] is None else values[k] for k in DEMO}
+        train_next_word_predictor(**demo, device=args.device)
+        return 0
+    if args.epochs is not None:
+        raise UsageError("--epochs is the demo's; with --data give --steps (optimizer steps)")
+    train(TrainOptions(**{k: values[k] for k in TrainOptions.__dataclass_fields__}))
     return 0
