@@ -40,7 +40,7 @@ def lr_at(step, lr, warmup_steps=0, total_steps=1, schedule="constant", min_lr=0
         p = 1.0
     else:
         p = min(1.0, (step - W) / (S - W))
-    return min_lr + (lr - min_lr) * (1.0 + np.cos(np.pi * p)) / 2.0
+    return float(min_lr + (lr - min_lr) * (1.0 + np.cos(np.pi * p)) / 2.0)
 # --8<-- [end:schedule]
 
 

@@ -136,6 +136,7 @@ def tolerances_for(dtype: str, cfg) -> tuple[Tolerance, Tolerance]:
     return (FLOAT32, FLOAT32_GRAD) if dtype == "float32" else reduced_precision(dtype, cfg)
 
 
+# --8<-- [start:mixed_precision]
 # Mixed-precision training (tinyref.train.TrainStep with dtype float16 or bfloat16) keeps float32
 # master weights, computes forward and backward in the low dtype on a copy rounded from them, and
 # turns the low-precision gradients back into float32 master gradients: multiplied by the loss
@@ -149,3 +150,4 @@ def mixed_precision_grad(dtype: str, cfg) -> Tolerance:
     """Tolerance of TrainStep's float32 master gradients computed in ``dtype`` vs the float64 oracle."""
     grad = reduced_precision(dtype, cfg)[1]
     return Tolerance(rtol=grad.rtol, atol=grad.atol, why=f"mixed precision, exact power-of-two loss scaling; {grad.why}")
+# --8<-- [end:mixed_precision]

@@ -152,8 +152,9 @@ class TrainStep:
     def __call__(self, x: Tensor, y: Tensor, lr: Tensor) -> Tensor:
         return self.jitted(x, y, lr)
 
-    def gradients(self, x: Tensor, y: Tensor) -> Tensor:
-        """Set each master weight's .grad to d(mean loss over the k micro-batches)/dw in float32; returns that loss."""
+    def gradients(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Set each master weight's .grad to d(mean loss over the k micro-batches)/dw in float32, clipped
+        to the global norm grad_clip (when > 0); returns (mean loss, gradient norm before clipping)."""
         if self.compute_model is not self.model:
             for low, master in zip(self.compute, self.master):
                 low.assign(master.cast(low.dtype))                               # round the master weights once
@@ -170,13 +171,14 @@ class TrainStep:
             Tensor.realize(total, *summed)          # free this micro-batch's activations before the next one
         for master, g in zip(self.master, summed):
             master.grad = g / (self.accum_steps * self.loss_scale)               # mean over micro-batches, unscaled
-        return total / self.accum_steps
+        norm = clip_grad_norm(self.master, self.grad_clip) if self.grad_clip > 0 else global_grad_norm(self.master)
+        Tensor.realize(norm, *(master.grad for master in self.master))
+        return total / self.accum_steps, norm
 
     def step(self, x: Tensor, y: Tensor, lr: Tensor) -> Tensor:
         for t in self.lr_tensors:
-            t.assign(lr)
-        loss = self.gradients(x, y)
-        norm = clip_grad_norm(self.master, self.grad_clip) if self.grad_clip > 0 else global_grad_norm(self.master)
+            t.assign(lr)                                                          # a buffer write, not a recompile
+        loss, norm = self.gradients(x, y)
         self.opt.step()
         return Tensor.stack(loss, norm).realize()
 # --8<-- [end:train_step_class]
@@ -370,26 +372,29 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
     check_data_file(o.data)
     out = Path(opts.out or (ckpt_in.parent if ckpt_in and ckpt_in.name == CHECKPOINT_DIR else TRAIN_DEFAULTS["out"]))
     out = out.absolute()
-    prepare_out(out, resuming=ckpt_in is not None and ckpt_in.absolute() == (out / CHECKPOINT_DIR).absolute())
     device = select_device(o.device)
     reason = dtype_support(device, o.dtype)
     if reason is not None:
         raise DeviceError(f"--dtype {o.dtype}: {reason}; use --dtype float32 or another --device")
-
     if ckpt_in:
         ckpt = load_checkpoint(ckpt_in, device=device)
-        model, tokenizer, start = ckpt.model, ckpt.tokenizer, int(saved_state["step"])
+        tokenizer, start = ckpt.tokenizer, int(saved_state["step"])
         if start >= o.steps:
             raise UsageError(f"the checkpoint is at step {start} already: give --steps more than {start}")
-    else:
+    else:                  # reads the whole text once: a bad file fails here, before anything is written
         pieces = (line for lines in text_pieces(o.data) for line in lines)
         tokenizer = train_tokenizer(o.tokenizer, pieces, o.vocab_size if o.tokenizer == "bpe" else None)
         if o.tokenizer != "bpe":
             o.vocab_size = tokenizer.vocab_size
-        Tensor.manual_seed(o.seed)
-        model = GPTStyleTransformer(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=o.context_length,
-                                              d_model=o.d_model, n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff))
+        config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=o.context_length, d_model=o.d_model,
+                           n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff)
         start = 0
+    prepare_out(out, resuming=ckpt_in is not None and ckpt_in.absolute() == (out / CHECKPOINT_DIR).absolute())
+    if ckpt_in:
+        model = ckpt.model
+    else:
+        Tensor.manual_seed(o.seed)
+        model = GPTStyleTransformer(config)
     tokens = tokenize_to_file(o.data, tokenizer, out)
     train_tokens, val_tokens = split_tokens(tokens, o.val_fraction, o.context_length)
     sampler = BatchSampler(train_tokens, o.context_length, o.seed)

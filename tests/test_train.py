@@ -1,0 +1,332 @@
+"""Real training against the oracle: schedule, clipping, accumulation, weight decay, mixed precision;
+bit-exact resume; bad input on the command line.
+
+The tinygrad side uses only tests/helpers.py's TIED shape (micro-batches of (2, 8)), so the
+forward/backward kernels are the ones the model tests compile.
+"""
+import functools
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tinygrad import Tensor, dtypes
+from tinygrad.nn.state import get_state_dict
+
+import oracle
+from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace, assert_no_mismatch, float32_exact, load_params,
+                     oracle_forward_backward, random_inputs, weight_mismatches)
+from tinyref import GPTStyleTransformer
+from tinyref.check import round_to
+from tinyref.checkpoint import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
+from tinyref.devices import dtype_support
+from tinyref.optim import decayed_keys, lr_at, make_optimizer
+from tinyref.tolerances import FLOAT32_GRAD, compare, mixed_precision_grad
+from tinyref.train import DEFAULT_LOSS_SCALE, TrainOptions, TrainStep, train
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 2                                   # micro-batches per optimizer step
+CLIP = 0.5                              # below the test gradients' norm (~1-3): clipping is active
+HYPER = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8)
+DECAY = 0.1
+SCHEDULE = dict(lr=1e-2, warmup_steps=2, total_steps=5, schedule="cosine", min_lr=1e-3)
+STEPS = 4
+
+
+# --- the schedule (pure Python on both sides: many examples) --------------------------------------
+
+schedules = st.fixed_dictionaries(dict(
+    step=st.integers(0, 300), lr=st.floats(1e-6, 1.0), warmup_steps=st.integers(0, 100),
+    total_steps=st.integers(1, 300), schedule=st.sampled_from(["cosine", "constant"]), min_lr=st.floats(0.0, 1e-6)))
+
+
+def schedule_mismatch(impl, case) -> str | None:
+    want = oracle.lr_at(**case)
+    got = impl(**case)
+    return None if math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-18) else f"{case}: {got!r} != oracle {want!r}"
+
+
+@given(case=schedules)
+def test_schedule_matches_oracle(case):
+    assert schedule_mismatch(lr_at, case) is None
+
+
+def warmup_off_by_one(step, lr, warmup_steps=0, total_steps=1, schedule="constant", min_lr=0.0):
+    return lr * step / warmup_steps if step < warmup_steps else lr_at(step, lr, warmup_steps, total_steps, schedule, min_lr)
+
+
+def cosine_to_zero(step, lr, warmup_steps=0, total_steps=1, schedule="constant", min_lr=0.0):
+    return lr_at(step, lr, warmup_steps, total_steps, schedule, 0.0)
+
+
+@pytest.mark.parametrize("mutant", [warmup_off_by_one, cosine_to_zero])
+def test_schedule_check_catches_planted_bugs(mutant):
+    cases = [dict(step=s, lr=1.0, warmup_steps=4, total_steps=12, schedule="cosine", min_lr=0.1) for s in range(14)]
+    assert any(schedule_mismatch(mutant, c) for c in cases), f"{mutant.__name__} went unnoticed"
+
+
+def test_oracle_schedule_shape():
+    lrs = [oracle.lr_at(s, 1.0, 4, 12, "cosine", 0.1) for s in range(14)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[4] == 1.0
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[12] == lrs[13] == pytest.approx(0.1, abs=1e-15)
+
+
+@given(scale=st.floats(1e-3, 1e3), max_norm=st.floats(1e-3, 1e3), seed=st.integers(0, 2**16))
+def test_oracle_clipping_caps_the_norm_and_keeps_the_direction(scale, max_norm, seed):
+    rng = np.random.default_rng(seed)
+    grads = {"a": rng.normal(size=(3, 4)) * scale, "b": rng.normal(size=5) * scale}
+    clipped, norm = oracle.clip_grad_norm(grads, max_norm)
+    after = math.sqrt(sum(float((g ** 2).sum()) for g in clipped.values()))
+    assert after <= max_norm * (1 + 1e-9)
+    assert after == pytest.approx(norm * min(1.0, max_norm / (norm + 1e-6)), rel=1e-9)   # 1e-6 guards norm = 0
+    ratio = clipped["a"].flat[0] / grads["a"].flat[0]
+    for k in grads:
+        np.testing.assert_allclose(clipped[k], grads[k] * ratio, rtol=1e-12)
+
+
+def test_oracle_accumulation_equals_one_big_batch():
+    """The identity accumulation relies on: the mean of k micro-batch gradients is the gradient of
+    the k-times-larger batch (float64, equal up to rounding)."""
+    cfg, rng = as_namespace(TIED), np.random.default_rng(5)
+    params = oracle.init_params(cfg, rng, scale=0.3)
+    x, y = random_inputs(rng, TIED, K * TIED_BT[0], TIED_BT[1])
+    whole = oracle_forward_backward(params, cfg, x, y)[2]
+    micro = [oracle_forward_backward(params, cfg, x[i::K], y[i::K])[2] for i in range(K)]
+    for key, g in oracle.accumulate_gradients(micro).items():
+        np.testing.assert_allclose(g, whole[key], rtol=1e-12, atol=1e-15, err_msg=key)
+
+
+# --- tinyref's TrainStep vs the oracle ----------------------------------------------------------------
+
+@functools.cache
+def case(dtype: str = "float32"):
+    """Config, start weights (exact in float32) and four steps' worth of k micro-batches (k, B, T):
+    TIED for float32, the smaller UNTIED for float16 (its own kernels; fewer to compile)."""
+    cfg, (B, T) = (TIED, TIED_BT) if dtype == "float32" else (UNTIED, UNTIED_BT)
+    rng = np.random.default_rng(11)
+    params = float32_exact(oracle.init_params(as_namespace(cfg), rng, scale=0.3))
+    batches = [tuple(a.reshape(K, B, T) for a in random_inputs(rng, cfg, K * B, T)) for _ in range(STEPS)]
+    return cfg, params, batches
+
+
+def as_tensors(x, y):
+    return Tensor(x, dtype=dtypes.int32), Tensor(y, dtype=dtypes.int32)
+
+
+@functools.cache
+def tinyref_run(dtype: str = "float32"):
+    """TrainStep on case(dtype): the first step called directly (its gradients stay readable), the
+    others through TinyJit (run, capture, replay). float32 clips at CLIP; float16 does not clip.
+    Returns the first step's gradients and norm, the final weights and the decayed keys."""
+    cfg, params, batches = case(dtype)
+    model = GPTStyleTransformer(cfg)
+    load_params(model, params)
+    clip = CLIP if dtype == "float32" else 0.0
+    step = TrainStep(model, make_optimizer(model, weight_decay=DECAY, **HYPER), K, clip, dtype)
+    lrs = [Tensor([lr_at(s, **SCHEDULE)], dtype=dtypes.float32) for s in range(STEPS)]
+    norm = step.step(*as_tensors(*batches[0]), lrs[0]).tolist()[1]
+    grads = {k: t.grad.numpy().astype(np.float64) for k, t in get_state_dict(model).items()}
+    for s in range(1, STEPS if dtype == "float32" else 1):
+        step(*as_tensors(*batches[s]), lrs[s])
+    after = {k: t.numpy().astype(np.float64) for k, t in get_state_dict(model).items()}
+    return grads, norm, after, frozenset(decayed_keys(model))
+
+
+def oracle_gradients(cfg, params, x, y, accumulate=oracle.accumulate_gradients, clip=0.0):
+    """What TrainStep should produce: k micro-batch gradients combined by ``accumulate``, the norm, then clipped."""
+    micro = [oracle_forward_backward(params, as_namespace(cfg), x[i], y[i])[2] for i in range(len(x))]
+    grads = accumulate(micro)
+    clipped, norm = oracle.clip_grad_norm(grads, clip if clip else np.inf)
+    return clipped, norm
+
+
+def summed(micro):
+    """Planted bug: micro-batch gradients added up instead of averaged."""
+    return {k: sum(g[k] for g in micro) for k in micro[0]}
+
+
+def gradient_mismatches(actual, actual_norm, expected, expected_norm, tol=FLOAT32_GRAD):
+    found = [compare(f"grad {k}", actual[k], expected[k], tol) for k in expected]
+    return [m for m in found + [compare("gradient norm", actual_norm, expected_norm, tol)] if m]
+
+
+# --8<-- [start:test_gradients]
+def test_accumulated_and_clipped_gradient_matches_oracle():
+    """k micro-batches of (2, 8) give the gradient of the mean loss, i.e. of one (2k, 8) batch; its
+    norm (before clipping) and the clipped gradient match the oracle. The clipped gradient times
+    norm / CLIP is the unclipped one, so together they pin the accumulated gradient element by element."""
+    cfg, params, batches = case()
+    grads, norm = tinyref_run()[:2]
+    assert norm > CLIP, "clipping is not active: the test would not see it"
+    assert_no_mismatch(gradient_mismatches(grads, norm, *oracle_gradients(cfg, params, *batches[0], clip=CLIP)))
+    assert gradient_mismatches(grads, norm, *oracle_gradients(cfg, params, *batches[0], accumulate=summed, clip=CLIP)), \
+        "negative control: summing instead of averaging went unnoticed"
+    assert gradient_mismatches(grads, norm, *oracle_gradients(cfg, params, *batches[0])), \
+        "negative control: skipping the clipping went unnoticed"
+# --8<-- [end:test_gradients]
+
+
+# --8<-- [start:test_mixed_precision]
+@pytest.mark.parametrize("dtype", ["float16"])
+def test_mixed_precision_gradient_matches_oracle(default_backend, dtype):
+    """float16 forward/backward with loss scaling on a rounded copy, float32 master gradients, against
+    the float64 oracle on the rounded weights; tolerance from tinyref/tolerances.py."""
+    reason = dtype_support(default_backend, dtype)
+    if reason:
+        pytest.skip(reason)
+    cfg, params, batches = case(dtype)
+    rounded = {k: round_to(v, dtype) for k, v in params.items()}
+    want, want_norm = oracle_gradients(cfg, rounded, *batches[0])
+    grads, norm = tinyref_run(dtype)[:2]
+    tol = mixed_precision_grad(dtype, cfg)
+    assert_no_mismatch(gradient_mismatches(grads, norm, want, want_norm, tol))
+    scale = DEFAULT_LOSS_SCALE[dtype]
+    assert gradient_mismatches({k: g * scale for k, g in grads.items()}, norm * scale, want, want_norm, tol), \
+        "negative control: gradients left multiplied by the loss scale went unnoticed"
+# --8<-- [end:test_mixed_precision]
+
+
+def oracle_after_steps(decay_all=False, schedule=SCHEDULE):
+    cfg, params, batches = case()
+    decayed = tinyref_run()[3]
+    groups = [{k: v for k, v in params.items() if decay_all or k in decayed},
+              {k: v for k, v in params.items() if not (decay_all or k in decayed)}]
+    states = [None, None]
+    for s, (x, y) in enumerate(batches):
+        grads = oracle_gradients(cfg, {**groups[0], **groups[1]}, x, y, clip=CLIP)[0]
+        hyper = {**HYPER, "lr": oracle.lr_at(s, **schedule)}
+        for i, wd in enumerate((DECAY, 0.0)):
+            if groups[i]:
+                groups[i], states[i] = oracle.adamw_step(groups[i], grads, states[i], weight_decay=wd, **hyper)
+    return {**groups[0], **groups[1]}
+
+
+def test_training_steps_match_oracle():
+    """Four steps (direct, then TinyJit's run, capture and replay): schedule, clipping, accumulation
+    and weight decay on matrices only, against the oracle's chain of the same steps."""
+    after = tinyref_run()[2]
+    assert_no_mismatch(weight_mismatches(after, oracle_after_steps(), f"after {STEPS} steps", TIED))
+    assert weight_mismatches(after, oracle_after_steps(decay_all=True), "", TIED), \
+        "negative control: decaying biases and LayerNorm gains too went unnoticed"
+    assert weight_mismatches(after, oracle_after_steps(schedule={**SCHEDULE, "warmup_steps": 0}), "", TIED), \
+        "negative control: skipping the warm-up went unnoticed"
+
+
+# --- the training loop: bit-exact resume, metrics, plot -------------------------------------------
+
+WORDS = ["abc", "bad", "cab", "dace", "fee", "gig", "hide", "head", "ice"]    # 9 letters + space + newline = 11
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "words.txt"
+    path.write_text("".join(" ".join(rng.choice(WORDS, 8)) + "\n" for _ in range(200)))
+    return path
+
+
+def options(data, out, **kw):
+    """TIED's shape, trained with the settings the three-step test checks against the oracle."""
+    return TrainOptions(data=str(data), out=str(out), tokenizer="char", context_length=TIED.context_length,
+                        d_model=TIED.d_model, n_heads=TIED.n_heads, n_layers=TIED.n_layers, d_ff=TIED.d_ff,
+                        batch_size=TIED_BT[0], accum_steps=K, grad_clip=CLIP, weight_decay=DECAY, lr=1e-2,
+                        warmup_steps=3, eval_every=5, eval_batches=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def runs(text_file, tmp_path_factory):
+    """20 steps straight; 10 steps of the same 20-step schedule, then resumed to 20; and a copy of
+    the 10-step run for the negative control."""
+    base = tmp_path_factory.mktemp("runs")
+    quiet = dict(log=lambda s: None, progress=False)
+    straight = train(options(text_file, base / "straight", steps=20, plot=str(base / "loss.png")), **quiet)
+    train(options(text_file, base / "resumed", steps=10, decay_steps=20), **quiet)
+    shutil.copytree(base / "resumed", base / "control")
+    resumed = train(TrainOptions(resume=str(base / "resumed"), steps=20), **quiet)
+    return base, straight, resumed
+
+
+# --8<-- [start:test_resume]
+def test_resume_is_bit_exact(runs):
+    base, straight, resumed = runs
+    a, b = straight.checkpoint, resumed.checkpoint
+    assert straight.model.config == TIED
+    for name in (MODEL_FILE, OPTIMIZER_FILE):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} differs after resuming"
+    sa, sb = (json.loads((p / STATE_FILE).read_text()) for p in (a, b))
+    assert sa["step"] == sb["step"] == 20 and sa["sampler"] == sb["sampler"]
+    losses = [[r["train_loss"] for r in run.metrics if "train_loss" in r] for run in (straight, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 20
+# --8<-- [end:test_resume]
+
+
+def test_resume_check_sees_a_restarted_data_order(runs):
+    """Negative control: the same 10 + 10 steps with the sampler restarted from its seed differ."""
+    base, straight, _ = runs
+    state_file = base / "control" / "checkpoint" / STATE_FILE
+    state = json.loads(state_file.read_text())
+    state["sampler"] = np.random.default_rng(state["options"]["seed"]).bit_generator.state
+    state_file.write_text(json.dumps(state))
+    other = train(TrainOptions(resume=str(base / "control"), steps=20), log=lambda s: None, progress=False)
+    assert (other.checkpoint / MODEL_FILE).read_bytes() != (straight.checkpoint / MODEL_FILE).read_bytes()
+
+
+def test_metrics_and_plot(runs):
+    base, straight, _ = runs
+    records = [json.loads(line) for line in (base / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == list(range(1, 21))
+    val = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in val] == [0, 5, 10, 15, 20]
+    assert all(r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"])) for r in val)
+    assert val[-1]["val_loss"] < val[0]["val_loss"], "validation loss did not fall"
+    assert (base / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- bad input on the command line ----------------------------------------------------------------
+
+def tinyref(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "tinyref", "train", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_one_line_error(proc, status, *words):
+    err = proc.stderr.strip()
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-2000:])
+    assert err.startswith("tinyref: error: ") and "\n" not in err and "Traceback" not in proc.stderr, err
+    for w in words:
+        assert w in err, err
+
+
+BAD_CLI = {
+    "missing data": (lambda d: ["--data", d / "nope.txt", "--out", d / "o"], 1, "does not exist"),
+    "binary data": (lambda d: ["--data", d / "bin.txt", "--out", d / "o"], 1, "NUL byte"),
+    "non-utf8 data": (lambda d: ["--data", d / "latin1.txt", "--out", d / "o"], 1, "byte offset 3"),
+    "val fraction": (lambda d: ["--data", d / "ok.txt", "--val-fraction", "1.5", "--out", d / "o"], 2, "--val-fraction"),
+    "unknown tokenizer": (lambda d: ["--data", d / "ok.txt", "--tokenizer", "sentencepiece"], 2, "--tokenizer"),
+    "unwritable out": (lambda d: ["--data", d / "ok.txt", "--out", d / "ok.txt" / "sub"], 1, "cannot write to --out"),
+    "steps without data": (lambda d: ["--steps", "5"], 2, "--steps", "need --data"),
+}
+
+
+@pytest.mark.parametrize("case_name", BAD_CLI)
+def test_bad_input_is_one_line_error(tmp_path, case_name):
+    (tmp_path / "bin.txt").write_bytes(b"\x7fELF\x00\x01")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text("some text\n" * 100)
+    args, status, *words = BAD_CLI[case_name]
+    assert_one_line_error(tinyref(*args(tmp_path)), status, *words)
+    assert not (tmp_path / "o").exists()
+
+
+def test_resuming_into_another_shape_changes_nothing(runs):
+    base = runs[0]
+    ckpt = base / "straight" / "checkpoint"
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    assert_one_line_error(tinyref("--resume", base / "straight", "--d-model", 32, "--steps", 30), 2, "--d-model 32", "16")
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
