@@ -147,7 +147,7 @@ class TrainStep:
         self.compute_model = model if dtype == "float32" else low_precision_copy(model, DTYPES[dtype])
         self.compute = list(get_state_dict(self.compute_model).values())      # what forward/backward use
         self.lr_tensors = optimizer_lr_tensors(opt)
-        self.jitted = TinyJit(Context(TRAINING=1)(self.step))
+        self.jitted = TinyJit(self.step)
 
     def __call__(self, x: Tensor, y: Tensor, lr: Tensor) -> Tensor:
         return self.jitted(x, y, lr)
@@ -175,7 +175,9 @@ class TrainStep:
         Tensor.realize(norm, *(master.grad for master in self.master))
         return total / self.accum_steps, norm
 
+    @Context(TRAINING=1)
     def step(self, x: Tensor, y: Tensor, lr: Tensor) -> Tensor:
+        """The step without TinyJit: what the first call runs and the jitted calls replay."""
         for t in self.lr_tensors:
             t.assign(lr)                                                          # a buffer write, not a recompile
         loss, norm = self.gradients(x, y)
