@@ -232,7 +232,7 @@ def text_file(tmp_path_factory):
 
 
 def options(data, out, **kw):
-    """TIED's shape, trained with the settings the three-step test checks against the oracle."""
+    """TIED's shape, trained with the step settings test_training_steps_match_oracle checks (same compiled kernels)."""
     return TrainOptions(data=str(data), out=str(out), tokenizer="char", context_length=TIED.context_length,
                         d_model=TIED.d_model, n_heads=TIED.n_heads, n_layers=TIED.n_layers, d_ff=TIED.d_ff,
                         batch_size=TIED_BT[0], accum_steps=K, grad_clip=CLIP, weight_decay=DECAY, lr=1e-2,

@@ -5,7 +5,6 @@ import codecs
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -133,7 +133,7 @@ def low_precision_copy(model: GPTStyleTransformer, dtype) -> GPTStyleTransformer
 class TrainStep:
     """One optimizer step over k micro-batches, compiled once by TinyJit and replayed after that.
 
-    ``step(x, y, lr)``: x, y int32 (k, B, T); lr a float32 (1,) tensor (fed as data, so a new
+    ``train_step(x, y, lr)``: x, y int32 (k, B, T); lr a float32 (1,) tensor (fed as data, so a new
     learning rate never recompiles). Returns a float32 (2,) tensor [mean loss, gradient norm before
     clipping]. The master weights are ``model``'s float32 tensors; with dtype float16 or bfloat16,
     forward and backward run on a low-precision copy and the gradients come back as float32.
