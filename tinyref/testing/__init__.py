@@ -6,9 +6,11 @@ that disagrees, its worst element: index, your value, the oracle's, and the tole
 here runs tinygrad. Weights come in tinyref's layout (GPT-2 names, linear weights ``(out, in)``)
 or, with ``layout="hf"``, in Hugging Face's (``transformer.`` keys, Conv1D weights ``(in, out)``).
 
+Your functions take the oracle's arguments plus the config (sizes, heads, eps) to run:
+
     from tinyref.testing import assert_matches_reference, assert_component_matches
-    assert_matches_reference(my_forward, backward=my_backward)    # my_forward(params, idx) -> logits
-    assert_component_matches("attention", my_attention)           # my_attention(x, p) -> out
+    assert_matches_reference(my_forward, backward=my_backward)    # my_forward(idx, params, cfg) -> logits
+    assert_component_matches("attention", my_attention)           # my_attention(x, p, cfg) -> out
 """
 from __future__ import annotations
 
@@ -81,8 +83,8 @@ def _raise_if_any(lines: list[str], total: int, where: str) -> None:
 def assert_matches_reference(forward: Callable, cfg: GPTConfig | None = None, *, backward: Callable | None = None,
                              batch: int = 2, seq_len: int | None = None, seeds=(0, 1, 2), layout: str = "tinyref",
                              dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
-    """Check a whole model: ``forward(params, idx) -> logits`` and optionally
-    ``backward(params, idx, dlogits) -> grads`` (a dict keyed like ``params``).
+    """Check a whole model: ``forward(idx, params, cfg) -> logits`` and optionally
+    ``backward(idx, params, dlogits, cfg) -> grads`` (a dict keyed like ``params``).
 
     ``params`` maps state-dict keys to ``dtype`` arrays (see ``layout``); ``idx`` is (B, T) int64;
     ``logits`` and ``dlogits`` are (B, T, V), ``dlogits`` being the gradient of the mean
@@ -101,11 +103,11 @@ def assert_matches_reference(forward: Callable, cfg: GPTConfig | None = None, *,
             dlogits = oracle.cross_entropy_backward(loss_cache)
             given = to_hf(params, c) if layout == "hf" else params
             given = {k: v.astype(dtype) for k, v in given.items()}
-            lines = _mismatch_lines("logits", forward(given, idx.copy()), logits, tol, errors)
+            lines = _mismatch_lines("logits", forward(idx.copy(), given, c), logits, tol, errors)
             total = 1
             if backward is not None:
                 grads = oracle.gpt_backward(dlogits, cache)
-                got = backward(given, idx.copy(), dlogits.astype(dtype))
+                got = backward(idx.copy(), given, dlogits.astype(dtype), c)
                 if not isinstance(got, dict):
                     raise UsageError(f"backward must return a dict of gradients keyed like params, got {type(got).__name__}")
                 got = _grads_from_layout(got, layout, c)
@@ -191,8 +193,8 @@ def _component_input(rng: np.random.Generator, component: Component, cfg: GPTCon
 def assert_component_matches(name: str, forward: Callable, backward: Callable | None = None, cfg: GPTConfig | None = None,
                              *, batch: int = 2, seq_len: int | None = None, seeds=(0, 1, 2), layout: str = "tinyref",
                              dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
-    """Check one component (a key of ``COMPONENTS``): ``forward(x, p) -> out`` and optionally
-    ``backward(x, p, dout) -> (dx, dp)``, ``p`` holding the component's parameters under local
+    """Check one component (a key of ``COMPONENTS``): ``forward(x, p, cfg) -> out`` and optionally
+    ``backward(x, p, dout, cfg) -> (dx, dp)``, ``p`` holding the component's parameters under local
     names (``c_attn.weight``, ``ln_1.weight``, ``wte.weight``, ...). Sizes and hyper-parameters
     (heads, eps) come from ``cfg`` (default: the ``small`` reference config); for the embedding,
     ``x`` is token ids and ``dx`` is ignored. Returns the worst error seen per tensor."""
@@ -212,11 +214,11 @@ def assert_component_matches(name: str, forward: Callable, backward: Callable | 
         dout = _float32_exact(rng.standard_normal(out.shape))
         given = {k: v.astype(dtype) for k, v in (transpose_conv1d(p) if layout == "hf" else p).items()}
         user_x = x.copy() if component.input == "tokens" else x.astype(dtype)
-        lines = _mismatch_lines(f"{name} out", forward(user_x, given), out, tol, errors)
+        lines = _mismatch_lines(f"{name} out", forward(user_x, given, cfg), out, tol, errors)
         total = 1
         if backward is not None:
             dx, dp = component.backward(dout, cache)
-            got_dx, got_dp = backward(user_x, given, dout.astype(dtype))
+            got_dx, got_dp = backward(user_x, given, dout.astype(dtype), cfg)
             got_dp = transpose_conv1d({k: np.asarray(v) for k, v in got_dp.items()}) if layout == "hf" else got_dp
             if dx is not None:
                 lines += _mismatch_lines(f"{name} dx", got_dx, dx, grad_tol, errors)
