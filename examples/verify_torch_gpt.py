@@ -97,7 +97,7 @@ def numpy_functions(build):
     """``forward(x, params, cfg)`` and ``backward(x, params, dout, cfg) -> (dx, grads)`` on NumPy
     arrays, for the module ``build(cfg)`` loaded with ``params`` (its own state-dict keys)."""
     def run(x, params, cfg):
-        float64 = next(iter(params.values())).dtype == np.float64
+        float64 = any(a.dtype == np.float64 for a in (x, *params.values()))
         module = build(cfg).to(torch.float64 if float64 else torch.float32)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=True)
         x = torch.from_numpy(x)
