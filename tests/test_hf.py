@@ -193,7 +193,7 @@ def test_bad_hf_input_is_a_one_line_error(tmp_path):
         from_hf({**state, "lm_head.weight": state["lm_head.weight"] + 1}, cfg)
     with pytest.raises(CheckpointError, match=r"missing \['h.1.ln_1.bias'\]"):
         from_hf({k: v for k, v in state.items() if k != "transformer.h.1.ln_1.bias"}, cfg)
-    with pytest.raises(CheckpointError, match=r"h.0.mlp.c_fc.weight has shape \(16, 24\), the config needs \(24, 16\)"):
+    with pytest.raises(CheckpointError, match=r"h.0.attn.c_attn.weight has shape \(16, 48\), the config needs \(48, 16\)"):
         from_hf(transpose_conv1d(state), cfg)        # transposed twice: (out, in) where HF has (in, out)
     with pytest.raises(ConfigError, match="tanh GELU only"):
         config_from_hf({**config_to_hf(cfg), "activation_function": "relu"})
