@@ -93,6 +93,7 @@ class GPT(nn.Module):
 
 # --- tinyref.testing's calling convention, for any of the modules above -----------------------
 
+# --8<-- [start:numpy_functions]
 def numpy_functions(build):
     """``forward(x, params, cfg)`` and ``backward(x, params, dout, cfg) -> (dx, grads)`` on NumPy
     arrays, for the module ``build(cfg)`` loaded with ``params`` (its own state-dict keys)."""
@@ -115,6 +116,7 @@ def numpy_functions(build):
         return dx, {k: p.grad.numpy() for k, p in module.named_parameters()}
 
     return forward, backward
+# --8<-- [end:numpy_functions]
 
 
 def loss_functions():
