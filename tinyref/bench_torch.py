@@ -56,17 +56,26 @@ class TorchGPT(nn.Module):
         head = self.wte.weight if self.lm_head is None else self.lm_head.weight
         return self.ln_f(x) @ head.T                                             # (B, T, V)
 
+    def tinyref_names(self) -> dict[str, str]:
+        """torch parameter name -> tinyref state-dict key (attn_proj/mlp_proj are tinyref's c_proj's)."""
+        return {name: name.replace("attn_proj", "attn.c_proj").replace("mlp_proj", "mlp.c_proj")
+                .replace("c_attn", "attn.c_attn").replace("c_fc", "mlp.c_fc") for name, _ in self.named_parameters()}
+
     def load_numpy(self, params: dict[str, np.ndarray]) -> "TorchGPT":
         """Copy a tinyref state dict (GPT-2 keys, (out, in) layout) into this module."""
-        torch_names = {name.replace("attn.c_proj", "attn_proj").replace("mlp.c_proj", "mlp_proj")
-                       .replace("attn.c_attn", "c_attn").replace("mlp.c_fc", "c_fc"): name for name in params}
+        torch_names = self.tinyref_names()
+        if set(params) != set(torch_names.values()):
+            raise KeyError(f"parameter keys differ: {sorted(set(params) ^ set(torch_names.values()))}")
         own = dict(self.named_parameters())
-        if set(own) != set(torch_names):
-            raise KeyError(f"parameter keys differ: {sorted(set(own) ^ set(torch_names))}")
         with torch.no_grad():
             for name, p in own.items():
-                p.copy_(torch.from_numpy(np.ascontiguousarray(params[torch_names[name]], dtype=np.float32)))
+                p.copy_(torch.from_numpy(np.asarray(params[torch_names[name]])).to(p.dtype))
         return self
+
+    def numpy_state(self) -> dict[str, np.ndarray]:
+        """This module's parameters under tinyref's keys (float64 copies), e.g. to compare with the oracle."""
+        own = dict(self.named_parameters())
+        return {key: own[name].detach().double().numpy().copy() for name, key in self.tinyref_names().items()}
 
 
 def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,18 +84,24 @@ def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+def adamw(model: nn.Module, lr: float) -> torch.optim.AdamW:
+    """tinyref's default optimizer (make_optimizer with weight_decay=0) in PyTorch."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+
+
+def train_step(forward: nn.Module, opt, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Forward, loss, backward, AdamW update; returns the loss before the update."""
+    opt.zero_grad(set_to_none=True)
+    loss = loss_of(forward, x, y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
 def make_torch_step(cfg, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float, compile: bool = False):
-    """One training step (forward, loss, backward, AdamW) as a no-argument function returning the loss."""
+    """One float32 training step on a fixed batch, as a no-argument function (for bench.time_steps)."""
     model = TorchGPT(cfg).load_numpy(params)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = adamw(model, lr)
     forward = torch.compile(model) if compile else model
     xt, yt = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_of(forward, xt, yt)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return step
+    return lambda: train_step(forward, opt, xt, yt)
