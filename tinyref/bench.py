@@ -217,7 +217,7 @@ def generation_results(name: str, new_tokens: int) -> list[dict]:
 
 def machine_info(device: str) -> dict:
     """Where and when the figures were taken (the load average says how busy the shared machine was)."""
-    import tinygrad
+    from importlib.metadata import version
 
     from .devices import describe_device
     cpu = platform.processor() or platform.machine()
@@ -228,7 +228,7 @@ def machine_info(device: str) -> dict:
         pass
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu,
             "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "tinygrad": getattr(tinygrad, "__version__", "unknown"),
+            "python": platform.python_version(), "tinygrad": version("tinygrad"),
             "device": describe_device(device), "load_average": [round(v, 2) for v in os.getloadavg()]}
     if torch_available():
         import torch

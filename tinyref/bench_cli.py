@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .bench import CONFIGS, TORCH_MISSING, bench_config, generation_results, machine_info, torch_available
 from .devices import describe_device, select_device
@@ -53,22 +54,21 @@ def run(args: argparse.Namespace) -> int:
         from tinygrad.helpers import BEAM
         BEAM.value = args.beam
     names = list(CONFIGS) if args.config == "all" else [args.config]
-    log = None if args.json else (lambda line: print(line, flush=True))
-    if log:
-        log(f"Device: {describe_device(device)}{f', BEAM={args.beam}' if args.beam else ''}; "
-            f"{args.steps} timed steps per run, median reported")
+    log = lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
+    log(f"Device: {describe_device(device)}{f', BEAM={args.beam}' if args.beam else ''}; "
+        f"{args.steps} timed steps per run, median reported")
     results, generation = [], []
     for name in names:
         rows = bench_config(name, args.steps, args.compare, log=log)
         results += rows
-        if log:
+        if not args.json:
             eager = next((r.tokens_per_s for r in rows if r.impl == "torch-eager"), None)
             log("  ".join(c.ljust(w) for c, w in zip(COLUMNS, WIDTHS)).rstrip())
             for r in rows:
                 log(table_line(r, eager))
         if args.gen_tokens:
             generation += generation_results(name, args.gen_tokens)
-            if log:
+            if not args.json:
                 cached, plain = generation[-2:]
                 log(f"  generation, {args.gen_tokens} new tokens: {cached['tokens_per_s']:,.0f} tokens/s with the KV cache, "
                     f"{plain['tokens_per_s']:,.0f} recomputing ({cached['tokens_per_s'] / plain['tokens_per_s']:.1f}x)"
