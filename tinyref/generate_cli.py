@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import TOKENIZER_FILE, Checkpoint, load_checkpoint
 from .devices import describe_device, select_device
 from .errors import CheckpointError
 from .generate import check_count, check_sampling, generate
@@ -18,13 +19,13 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_checkpoint(args: argparse.Namespace, log=print) -> Checkpoint:
     """Select the device (and say which), load the checkpoint; it must carry a tokenizer, as text goes in."""
+    path = Path(args.checkpoint)
+    if path.is_dir() and not (path / TOKENIZER_FILE).exists():     # before building the model
+        raise CheckpointError(f"{path.name} has no {TOKENIZER_FILE}, so text cannot be turned into tokens: "
+                              "use a checkpoint trained on text with --tokenizer")
     device = select_device(args.device)
     log(f"device: {describe_device(device)}")
-    ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.tokenizer is None:
-        raise CheckpointError(f"{ckpt.path.name} has no tokenizer.json, so text cannot be turned into tokens: "
-                              "use a checkpoint trained on text with --tokenizer")
-    return ckpt
+    return load_checkpoint(path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

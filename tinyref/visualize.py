@@ -31,7 +31,8 @@ def attention_maps(model: GPTStyleTransformer, tokens, tokenizer=None) -> list[n
         att, _ = block.attn.attention_weights(block.ln_1(x))  # (1, H, T, T): what the block computes inside
         maps.append(att[0])
         x = block(x)                                          # (1, T, C)
-    return [a.numpy().astype(np.float64) for a in Tensor.realize(*maps)]
+    Tensor.realize(*maps)
+    return [a.numpy().astype(np.float64) for a in maps]
 # --8<-- [end:attention_maps]
 
 
