@@ -25,6 +25,7 @@ from tinyref.tokenizer import CharTokenizer
 from tinyref.tolerances import FLOAT32, assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("generation")     # with test_kvcache.py: one worker compiles TIED once
 
 # Logit vectors with frequent ties (values from a small set) and without (any float).
 logit_vectors = st.lists(st.sampled_from([-2.0, 0.0, 0.5, 3.0]) | st.floats(-20, 20), min_size=1, max_size=16).map(np.array)

@@ -19,6 +19,10 @@ from tests.strategies import configs, seeds
 from tinyref.kvcache import KVCache, RecomputeDecoder
 from tinyref.tolerances import FLOAT32, FLOAT64, assert_close, compare
 
+# Under pytest-xdist, this file's and test_generate.py's tests run on one worker, so the TIED and
+# UNTIED kernels compile once for both.
+pytestmark = pytest.mark.xdist_group("generation")
+
 
 @st.composite
 def token_runs(draw, cfg, max_windows: int = 3):
@@ -71,10 +75,11 @@ def decoders(request):
     return cfg, model, KVCache(model), RecomputeDecoder(model)
 
 
-def decoded_logits(decoder, tokens: list[int], prompt_length: int) -> np.ndarray:
+def decoded_logits(decoder, tokens: list[int], prompt_length: int, extend=None) -> np.ndarray:
     """(N - prompt_length + 1, V): prefill the prompt, then extend by one token at a time."""
+    extend = extend or decoder.extend
     out = [decoder.prefill(tokens[:prompt_length]).numpy()]
-    out += [decoder.extend(t).numpy() for t in tokens[prompt_length:]]
+    out += [extend(t).numpy() for t in tokens[prompt_length:]]
     return np.stack(out).astype(np.float64)
 
 
@@ -97,23 +102,24 @@ def test_cached_decoding_equals_recomputation(decoders, data, seed):
 # --8<-- [end:tinyref_property]
 
 
-class OffByOneSlot(KVCache):
-    """Planted bug: the new token is stored in (and embedded at) slot pos - 1, the classic off-by-one."""
-
-    def extend(self, token: int):
-        pos = len(self.window)
-        if pos == self.model.config.context_length:
-            return super().extend(token)
-        self.window.append(int(token))
-        return self._step(self.tok.bind(int(token)), self.pos.bind(pos - 1))
+def off_by_one_slot(decoder: KVCache, token: int):
+    """Planted bug for ``decoder.extend``: the new token is stored in (and embedded at) slot pos - 1, the
+    classic off-by-one. It drives the decoder's own jitted step, so nothing new is compiled."""
+    pos = len(decoder.window)
+    if pos == decoder.model.config.context_length:
+        return decoder.extend(token)
+    decoder.window.append(int(token))
+    return decoder._step(decoder.tok.bind(int(token)), decoder.pos.bind(pos - 1))
 
 
 def test_cache_check_catches_an_off_by_one_slot(decoders):
-    cfg, model, _, _ = decoders
+    cfg, model, cached, _ = decoders
     params = reload(model, cfg, 3)
     tokens = list(np.random.default_rng(4).integers(0, cfg.vocab_size, cfg.context_length))
     expected = oracle.recomputed_logits(tokens, params, as_namespace(cfg))[1:]
-    assert compare("logits", decoded_logits(OffByOneSlot(model), tokens, 2), expected, FLOAT32) is not None
+    planted = decoded_logits(cached, tokens, 2, extend=lambda t: off_by_one_slot(cached, t))
+    assert compare("logits", planted, expected, FLOAT32) is not None
+    assert compare("logits", decoded_logits(cached, tokens, 2), expected, FLOAT32) is None
 
 
 def test_a_reused_decoder_follows_the_prompt_length(decoders):

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .checkpoint import load_config
 from .errors import UsageError
 from .generate_cli import add_checkpoint_arguments, open_checkpoint
-from .visualize import attention_maps, plot_attention, token_labels
+from .visualize import attention_maps, check_layer_head, plot_attention, token_labels
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: give a file name ending in .png")
     if not out.absolute().parent.is_dir():
         raise UsageError(f"--out {args.out}: the folder {out.absolute().parent} does not exist")
+    config = load_config(args.checkpoint)                     # cheap: check the flags before building the model
+    check_layer_head(config.n_layers, config.n_heads, args.layer, args.head)
     ckpt = open_checkpoint(args)
     ids = ckpt.tokenizer.encode(args.text)
     T = ckpt.config.context_length

@@ -46,6 +46,14 @@ def token_labels(ids: list[int], tokenizer=None) -> list[str]:
     return ["".join(VISIBLE.get(ch, ch) for ch in tokenizer.decode([i])) or f"<{i}>" for i in ids]
 
 
+def check_layer_head(n_layers: int, n_heads: int, layer: int, head: int | None) -> None:
+    """UsageError unless layer (and head, if given) exist in a model of that size."""
+    if not 0 <= layer < n_layers:
+        raise UsageError(f"--layer must lie in [0, {n_layers}): the model has {n_layers} layers")
+    if head is not None and not 0 <= head < n_heads:
+        raise UsageError(f"--head must lie in [0, {n_heads}): each layer has {n_heads} heads")
+
+
 def plot_attention(maps: list[np.ndarray], labels: list[str], path, layer: int = 0, head: int | None = None,
                    title: str = "") -> None:
     """A PNG of layer ``layer``'s heads in a grid (or only ``head``): rows are queries, columns keys;
@@ -53,16 +61,13 @@ def plot_attention(maps: list[np.ndarray], labels: list[str], path, layer: int =
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    if not 0 <= layer < len(maps):
-        raise UsageError(f"--layer must lie in [0, {len(maps)}): the model has {len(maps)} layers")
+    check_layer_head(len(maps), maps[0].shape[0], layer, head)
     H, T, _ = maps[layer].shape
-    if head is not None and not 0 <= head < H:
-        raise UsageError(f"--head must lie in [0, {H}): each layer has {H} heads")
     heads = range(H) if head is None else [head]
     cols = math.ceil(math.sqrt(len(heads)))
     rows = math.ceil(len(heads) / cols)
     size = max(3.0, 0.28 * T + 1.5)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 1.2, rows * size + 0.6), squeeze=False, layout="constrained")
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
     for ax in axes.flat[len(heads):]:
