@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import TOKENIZER_FILE, Checkpoint, load_checkpoint
+from .checkpoint import TOKENIZER_FILE, Checkpoint, load_checkpoint, load_config
 from .devices import describe_device, select_device
 from .errors import CheckpointError
 from .generate import check_count, check_sampling, generate
@@ -20,7 +20,8 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 def open_checkpoint(args: argparse.Namespace, log=print) -> Checkpoint:
     """Select the device (and say which), load the checkpoint; it must carry a tokenizer, as text goes in."""
     path = Path(args.checkpoint)
-    if path.is_dir() and not (path / TOKENIZER_FILE).exists():     # before building the model
+    load_config(path)                                               # is it a checkpoint at all? (cheap)
+    if not (path / TOKENIZER_FILE).exists():                        # before building the model
         raise CheckpointError(f"{path.name} has no {TOKENIZER_FILE}, so text cannot be turned into tokens: "
                               "use a checkpoint trained on text with --tokenizer")
     device = select_device(args.device)
