@@ -43,6 +43,15 @@ def pytest_configure(config):
     # under xdist, keep each device's tests on one worker (they share one compiled model): 'load' -> 'loadgroup'
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
+    # a worker decides whether to tag tests with their group before this hook runs: tell it (see below)
+    if getattr(config, "workerinput", {}).get("tinyref_loadgroup"):
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: pass the controller's 'loadgroup' to each worker, which reads --dist before conftest can change it."""
+    node.workerinput["tinyref_loadgroup"] = node.config.getvalue("dist") == "loadgroup"
 
 
 def pytest_report_header(config):
@@ -69,6 +78,7 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize(name, values[name], scope="session")
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         params = getattr(item, "callspec", None) and item.callspec.params or {}

@@ -101,7 +101,8 @@ def planted(result, key: str, index: tuple, times_tolerance: float = 3.0):
 
 
 @pytest.mark.parametrize("key, index", [("logits", (1, 2, 3)), ("loss", ()),
-                                        ("grad h.0.attn.c_attn.weight", (37, 5)), ("grad wte.weight", (4, 9))])
+                                        ("grad h.0.attn.c_attn.weight", (37, 5)), ("grad wte.weight", (4, 9))],
+                         ids=["logit", "loss", "grad c_attn", "grad wte"])
 def test_control_one_wrong_element_is_caught_and_named(reference, key, index):
     actual = planted(reference, key, index)
     found = mismatches(reference, key, actual)
