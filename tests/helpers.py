@@ -20,10 +20,12 @@ from tinyref.train import make_train_step
 # tinygrad side of the tests uses only these shapes; values, seeds and configs vary freely on the
 # NumPy side. TIED covers d_ff != 4*d_model and several heads; UNTIED covers one head,
 # tie_embeddings=False and T < context_length.
+# --8<-- [start:shapes]
 TIED = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
 TIED_BT = (2, 8)
 UNTIED = GPTConfig(vocab_size=7, context_length=8, d_model=8, n_heads=1, n_layers=1, d_ff=16, tie_embeddings=False)
 UNTIED_BT = (2, 5)
+# --8<-- [end:shapes]
 
 
 # Each tinygrad-side example re-schedules its graph (~0.5 s for a forward+backward here), so those
@@ -37,12 +39,14 @@ def as_namespace(cfg: GPTConfig) -> types.SimpleNamespace:
     return types.SimpleNamespace(**cfg.to_dict())
 
 
+# --8<-- [start:float32_exact]
 def float32_exact(a):
     """``a`` rounded to float32 and back: the oracle then sees exactly the numbers tinyref sees, so
     comparisons measure computation error, not input quantisation."""
     if isinstance(a, dict):
         return {k: float32_exact(v) for k, v in a.items()}
     return np.asarray(a).astype(np.float32).astype(np.float64)
+# --8<-- [end:float32_exact]
 
 
 def load_params(model, params: dict) -> None:
@@ -95,6 +99,7 @@ def oracle_forward_backward(params: dict, cfg, idx: np.ndarray, targets: np.ndar
     return logits, loss, grads
 
 
+# --8<-- [start:finite_differences]
 def numerical_gradient(f, x: np.ndarray, indices=None, h: float = FINITE_DIFFERENCE_STEP) -> dict:
     """Central differences of the scalar function f w.r.t. the elements ``indices`` of x (default: all).
 
@@ -145,8 +150,10 @@ def oracle_component_fd(forward, backward, x, params, dout, *args, wrt_x=True, r
         wrt["x"], analytic["x"] = x, dx
     return finite_difference_mismatches(lambda: float((forward(x, params, *args)[0] * dout).sum()),
                                         wrt, analytic, rng, max_elements)
+# --8<-- [end:finite_differences]
 
 
+# --8<-- [start:agreement]
 def component_mismatches(module, forward, backward, params: dict, x: np.ndarray, dout: np.ndarray, *args,
                          x_is_tokens: bool = False, tol=FLOAT32, grad_tol=FLOAT32_GRAD) -> list[Mismatch]:
     """Run a tinyref module (float32) and its oracle pair (float64) on the same weights, input and
@@ -178,6 +185,7 @@ def model_mismatches(model, params: dict, cfg, idx: np.ndarray, targets: np.ndar
     found = [compare("logits", logits, ref_logits, FLOAT32), compare("loss", loss, ref_loss, FLOAT32)]
     found += [compare(f"grad {k}", grads[k], ref_grads[k], FLOAT32_GRAD) for k in ref_grads]
     return [m for m in found if m]
+# --8<-- [end:agreement]
 
 
 def assert_no_mismatch(mismatches: list[Mismatch]) -> None:
