@@ -20,8 +20,7 @@ from tinyref.parallel import replicate, shard_batch, virtual_devices
 from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, compare
 from tinyref.train import make_train_step
 
-# one worker computes the module's shared runs (they compile the sharded kernels once)
-pytestmark = pytest.mark.xdist_group("data_parallel")
+# under pytest -n, this module's tests run on one worker (conftest.SHARED_RUN_MODULES): the runs are shared
 
 
 def tokens(*arrays):
