@@ -12,7 +12,7 @@ from tinygrad.nn.state import get_state_dict
 
 from helpers import (ADAMW_DECAY, ADAMW_HYPER, TIED, adamw_case, adamw_mismatches, as_namespace, assert_no_mismatch,
                      load_params, oracle_forward_backward, trained_weight_mismatches)
-from tinyref import GPTStyleTransformer, cross_entropy
+from tinyref import GPTStyleTransformer, MultiHeadSelfAttention, cross_entropy
 from tinyref.devices import current_device
 from tinyref.errors import UsageError
 from tinyref.optim import make_optimizer
@@ -114,3 +114,15 @@ def test_virtual_devices_and_batch_checks():
             virtual_devices(bad)
     with pytest.raises(UsageError, match="batch size 3 must be a multiple of the number of devices"):
         shard_batch(("CPU", "CPU:1"), Tensor.zeros(3, 4))
+
+
+def test_attention_runs_on_a_sharded_batch():
+    """Regression: attention made its causal mask on the default device, and adding it to the scores of a
+    sharded batch failed in tinygrad's scheduler ("all buffers must have the same device")."""
+    devices = virtual_devices(2)
+    attn = MultiHeadSelfAttention(4, 2)
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32))
+    one_device = attn(x).numpy()
+    replicate(attn, devices)
+    assert_no_mismatch([m for m in [compare("sharded attention", attn(x.shard(devices, axis=0)).numpy(), one_device,
+                                            FLOAT32)] if m])
