@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("tinyref.train_cli", "train a model (no arguments: the classic demo)"),
     "check": ("tinyref.check_cli", "check agreement with the NumPy oracle on every available device"),
     "export-golden": ("tinyref.golden_cli", "write the oracle's golden vectors (safetensors + manifest.json)"),
+    "bench": ("tinyref.bench_cli", "time training steps (and generation), against PyTorch and the oracle with --compare"),
 }
 
 

@@ -14,13 +14,14 @@ from .devices import describe_device, select_device
 from .errors import UsageError
 from .loss import cross_entropy
 from .model import GPTStyleTransformer
-from .optim import make_optimizer
+from .optim import make_optimizer, optimizer_state
 
 
 # --8<-- [start:train_step]
 def make_train_step(model: GPTStyleTransformer, opt):
-    """A TinyJit-compiled step: the first two calls trace and compile, later calls replay the kernels."""
+    """A TinyJit-compiled step: the first call traces, compiles and captures the kernels; later calls replay them."""
     params = opt.params
+    Tensor.realize(*params, *optimizer_state(opt))   # nothing one-time (zero moments) may hide in the captured step
 
     @TinyJit
     @Context(TRAINING=1)
@@ -31,6 +32,7 @@ def make_train_step(model: GPTStyleTransformer, opt):
         opt.step()
         return loss.realize(*params)
 
+    step.cnt = 1   # capture on the first call: TinyJit's default uncaptured first run would schedule the step twice
     return step
 # --8<-- [end:train_step]
 
