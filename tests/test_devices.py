@@ -10,8 +10,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from conftest import device_result
-from tinyref.check import ADAMW, judge, row_from, run_oracle
+from conftest import THOROUGH, device_result
+from tinyref.check import ADAMW, THOROUGH_CASE, judge, row_from, run_oracle
 from tinyref.tolerances import tolerances_for
 
 REDUCED_PRECISION = ("float16", "bfloat16")
@@ -70,6 +70,16 @@ def test_check_row_agrees(backend):
     """``tinyref check``'s verdict on the same numbers (what the CLI prints for this device)."""
     row = row_from(device_result(backend))
     assert row.ok and row.causal_ok and row.reason is None, row.reason
+
+
+@pytest.mark.skipif(not THOROUGH, reason="thorough profile only (HYPOTHESIS_PROFILE=thorough): one more compile per device")
+def test_two_layer_case_agrees_with_oracle(backend):
+    """The suite's two-layer shape (T = context_length) on every device: one more kernel set each."""
+    if backend == "PYTHON":
+        pytest.skip("the emulator takes minutes at this size; it runs the one-layer case")
+    result = device_result(backend, case=THOROUGH_CASE)
+    assert not (found := result.mismatches), report(found)
+    assert causal_violation(result) is None
 
 
 # ---- float16 and bfloat16 where the device has them ----------------------------------------------
@@ -149,3 +159,12 @@ def test_control_adamw_decaying_every_parameter_is_caught(reference):
     names = {m.name.split(" ", 2)[-1] for m in found}
     assert any(n.endswith(".bias") for n in names) and any("ln_" in n for n in names), report(found)
     assert not any(n.endswith("c_attn.weight") for n in names), "decayed matrices must still agree"
+
+
+@pytest.mark.parametrize("dtype", REDUCED_PRECISION)
+def test_control_reduced_precision_wrong_gradient_is_caught(default_backend, dtype):
+    """The wider 16-bit allowances still catch an element moved by three times its allowance."""
+    result = device_result(default_backend, dtype)
+    key = "grad h.0.attn.c_attn.weight"
+    found = mismatches(result, key, planted(result, key, (37, 5)))
+    assert [(m.name, m.index) for m in found] == [(f"{default_backend} {dtype} {key}", (37, 5))], report(found)
