@@ -112,7 +112,7 @@ def device_result(device: str, dtype: str = "float32", case=None):
     reason = probe_device(device) or dtype_support(device, dtype)
     if reason is not None:
         pytest.skip(f"{device} {dtype} not available here: {reason}")
-    key = (device, dtype, case)
+    key = (device, dtype, repr(case))   # GPTConfig is not hashable; its repr names every field
     if key not in _results:
         _results[key] = run_case(device, dtype, case)
     return _results[key]
