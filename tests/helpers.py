@@ -217,27 +217,31 @@ def adamw_case():
     return params, batches, frozenset(decayed_keys(model)), after
 
 
-def adamw_mismatches(adamw_step=None) -> list[Mismatch]:
-    """Disagreements between tinyref's weights after three AdamW steps and the oracle's (``adamw_step``
-    replaceable, for the negative control). The key-bias slice of c_attn.bias is left out: its gradient
-    is zero in exact arithmetic and Adam turns the rounding noise there into +-lr steps of arbitrary
-    sign (test_model.py::test_key_bias_gets_no_gradient)."""
+def adamw_mismatches(adamw_step=None, after: dict | None = None) -> list[Mismatch]:
+    """Disagreements between tinyref's weights after three AdamW steps (``after``, default adamw_case's
+    one-device run) and the oracle's (``adamw_step`` replaceable, for the negative control)."""
     adamw_step = adamw_step or oracle.adamw_step
-    params, batches, decay, after = adamw_case()
+    params, batches, decay, one_device = adamw_case()
     groups = [{k: v for k, v in params.items() if k in decay}, {k: v for k, v in params.items() if k not in decay}]
     states = [None, None]
     for x, y in batches:
         _, _, grads = oracle_forward_backward({**groups[0], **groups[1]}, as_namespace(TIED), x, y)
         for i, wd in enumerate((ADAMW_DECAY, 0.0)):
             groups[i], states[i] = adamw_step(groups[i], grads, states[i], weight_decay=wd, **ADAMW_HYPER)
-    expected = {**groups[0], **groups[1]}
+    return trained_weight_mismatches(one_device if after is None else after, {**groups[0], **groups[1]})
+
+
+def trained_weight_mismatches(actual: dict, expected: dict, what: str = "after 3 AdamW steps") -> list[Mismatch]:
+    """Disagreements between two sets of TIED weights after AdamW steps. The key-bias slice of c_attn.bias
+    is left out: its gradient is zero in exact arithmetic and Adam turns the rounding noise there into
+    +-lr steps of arbitrary sign (test_model.py::test_key_bias_gets_no_gradient)."""
     found = []
-    for k, actual in after.items():
+    for k, got in actual.items():
         want = expected[k]
         if k.endswith("attn.c_attn.bias"):
             C = TIED.d_model
-            actual, want = np.delete(actual, np.s_[C:2 * C]), np.delete(want, np.s_[C:2 * C])
-        found.append(compare(f"{k} after 3 AdamW steps", actual, want, FLOAT32_GRAD))
+            got, want = np.delete(got, np.s_[C:2 * C]), np.delete(want, np.s_[C:2 * C])
+        found.append(compare(f"{k} {what}", got, want, FLOAT32_GRAD))
     return [m for m in found if m]
 
 
