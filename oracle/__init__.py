@@ -15,3 +15,4 @@ from .loss import cross_entropy_backward, cross_entropy_forward
 from .model import gpt_backward, gpt_forward
 from .optim import accumulate_gradients, adamw_step, clip_grad_norm, lr_at
 from .params import init_params, param_shapes, sub_params, with_prefix
+from .kvcache import decode_step, empty_cache, incremental_logits, recomputed_logits

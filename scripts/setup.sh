@@ -10,6 +10,8 @@ extras=train
 
 # clang: tinygrad's CPU backend; libllvm19: CPU:LLVM; PoCL + ICD loader: CL on the CPU.
 packages="clang libllvm19 pocl-opencl-icd ocl-icd-libopencl1"
+# chromium: the docs tests render pages in a headless browser and check the math and code
+[ "$extras" = dev ] && packages="$packages chromium"
 python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || packages="$packages python3-venv"
 missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then

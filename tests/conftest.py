@@ -40,9 +40,41 @@ def pytest_configure(config):
         config.tinyref_default = select_device(None)   # DEV if set, else tinyref's default (GPU > CPU > CL)
     except TinyrefError as e:
         raise pytest.UsageError(str(e)) from None
-    # under xdist, keep each device's tests on one worker (they share one compiled model): 'load' -> 'loadgroup'
+    # under xdist, keep each device's tests on one worker (they share one compiled model): see below
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
+
+
+# Modules whose tests share one module-scoped run that is not parametrized by device: one worker each.
+SHARED_RUN_MODULES = ("tests/test_parallel.py",)
+
+
+def xdist_scope(nodeid: str, devices) -> str:
+    """The unit of work of a test under ``pytest -n``: the device it runs on (the first test parameter that
+    names one), the module for SHARED_RUN_MODULES, an explicit ``@group`` suffix, else the test alone."""
+    if nodeid.rfind("@") > nodeid.rfind("]"):
+        return nodeid.rsplit("@", 1)[-1]
+    if nodeid.endswith("]"):
+        device = next((p for p in nodeid[nodeid.index("[") + 1:-1].split("-") if p in devices), None)
+        if device is not None:
+            return device
+    module = nodeid.split("::")[0]
+    return module if module in SHARED_RUN_MODULES else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's loadgroup, with the groups computed here: pytest-xdist 3.8 tags a test with its xdist_group
+    mark by rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so marks alone group nothing."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class DeviceScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid, config.tinyref_devices)
+
+    return DeviceScheduling(config, log)
 
 
 def pytest_report_header(config):
@@ -69,14 +101,6 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize(name, values[name], scope="session")
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        params = getattr(item, "callspec", None) and item.callspec.params or {}
-        device = next((params[p] for p in DEVICE_PARAMS if p in params), None)
-        if device is not None:
-            item.add_marker(pytest.mark.xdist_group(device))
-
-
 _results = {}
 
 
@@ -88,7 +112,7 @@ def device_result(device: str, dtype: str = "float32", case=None):
     reason = probe_device(device) or dtype_support(device, dtype)
     if reason is not None:
         pytest.skip(f"{device} {dtype} not available here: {reason}")
-    key = (device, dtype, case)
+    key = (device, dtype, repr(case))   # GPTConfig is not hashable; its repr names every field
     if key not in _results:
         _results[key] = run_case(device, dtype, case)
     return _results[key]

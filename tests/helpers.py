@@ -20,10 +20,12 @@ from tinyref.train import make_train_step
 # tinygrad side of the tests uses only these shapes; values, seeds and configs vary freely on the
 # NumPy side. TIED covers d_ff != 4*d_model and several heads; UNTIED covers one head,
 # tie_embeddings=False and T < context_length.
+# --8<-- [start:shapes]
 TIED = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
 TIED_BT = (2, 8)
 UNTIED = GPTConfig(vocab_size=7, context_length=8, d_model=8, n_heads=1, n_layers=1, d_ff=16, tie_embeddings=False)
 UNTIED_BT = (2, 5)
+# --8<-- [end:shapes]
 
 
 # Each tinygrad-side example re-schedules its graph (~0.5 s for a forward+backward here), so those
@@ -37,12 +39,14 @@ def as_namespace(cfg: GPTConfig) -> types.SimpleNamespace:
     return types.SimpleNamespace(**cfg.to_dict())
 
 
+# --8<-- [start:float32_exact]
 def float32_exact(a):
     """``a`` rounded to float32 and back: the oracle then sees exactly the numbers tinyref sees, so
     comparisons measure computation error, not input quantisation."""
     if isinstance(a, dict):
         return {k: float32_exact(v) for k, v in a.items()}
     return np.asarray(a).astype(np.float32).astype(np.float64)
+# --8<-- [end:float32_exact]
 
 
 def load_params(model, params: dict) -> None:
@@ -95,6 +99,7 @@ def oracle_forward_backward(params: dict, cfg, idx: np.ndarray, targets: np.ndar
     return logits, loss, grads
 
 
+# --8<-- [start:finite_differences]
 def numerical_gradient(f, x: np.ndarray, indices=None, h: float = FINITE_DIFFERENCE_STEP) -> dict:
     """Central differences of the scalar function f w.r.t. the elements ``indices`` of x (default: all).
 
@@ -145,8 +150,10 @@ def oracle_component_fd(forward, backward, x, params, dout, *args, wrt_x=True, r
         wrt["x"], analytic["x"] = x, dx
     return finite_difference_mismatches(lambda: float((forward(x, params, *args)[0] * dout).sum()),
                                         wrt, analytic, rng, max_elements)
+# --8<-- [end:finite_differences]
 
 
+# --8<-- [start:agreement]
 def component_mismatches(module, forward, backward, params: dict, x: np.ndarray, dout: np.ndarray, *args,
                          x_is_tokens: bool = False, tol=FLOAT32, grad_tol=FLOAT32_GRAD) -> list[Mismatch]:
     """Run a tinyref module (float32) and its oracle pair (float64) on the same weights, input and
@@ -178,6 +185,7 @@ def model_mismatches(model, params: dict, cfg, idx: np.ndarray, targets: np.ndar
     found = [compare("logits", logits, ref_logits, FLOAT32), compare("loss", loss, ref_loss, FLOAT32)]
     found += [compare(f"grad {k}", grads[k], ref_grads[k], FLOAT32_GRAD) for k in ref_grads]
     return [m for m in found if m]
+# --8<-- [end:agreement]
 
 
 def assert_no_mismatch(mismatches: list[Mismatch]) -> None:
@@ -209,32 +217,31 @@ def adamw_case():
     return params, batches, frozenset(decayed_keys(model)), after
 
 
-def adamw_mismatches(adamw_step=None) -> list[Mismatch]:
-    """Disagreements between tinyref's weights after three AdamW steps and the oracle's (``adamw_step``
-    replaceable, for the negative control). The key-bias slice of c_attn.bias is left out: its gradient
-    is zero in exact arithmetic and Adam turns the rounding noise there into +-lr steps of arbitrary
-    sign (test_model.py::test_key_bias_gets_no_gradient)."""
+def adamw_mismatches(adamw_step=None, after: dict | None = None) -> list[Mismatch]:
+    """Disagreements between tinyref's weights after three AdamW steps (``after``, default adamw_case's
+    one-device run) and the oracle's (``adamw_step`` replaceable, for the negative control)."""
     adamw_step = adamw_step or oracle.adamw_step
-    params, batches, decay, after = adamw_case()
+    params, batches, decay, one_device = adamw_case()
     groups = [{k: v for k, v in params.items() if k in decay}, {k: v for k, v in params.items() if k not in decay}]
     states = [None, None]
     for x, y in batches:
         _, _, grads = oracle_forward_backward({**groups[0], **groups[1]}, as_namespace(TIED), x, y)
         for i, wd in enumerate((ADAMW_DECAY, 0.0)):
             groups[i], states[i] = adamw_step(groups[i], grads, states[i], weight_decay=wd, **ADAMW_HYPER)
-    return weight_mismatches(after, {**groups[0], **groups[1]}, "after 3 AdamW steps", TIED)
+    return trained_weight_mismatches(one_device if after is None else after, {**groups[0], **groups[1]})
 
 
-def weight_mismatches(after: dict, expected: dict, what: str, cfg) -> list[Mismatch]:
-    """Disagreements between weights after AdamW steps, leaving out the key-bias slice of c_attn.bias
-    (zero gradient in exact arithmetic: Adam turns rounding noise there into +-lr steps of any sign)."""
+def trained_weight_mismatches(actual: dict, expected: dict, what: str = "after 3 AdamW steps") -> list[Mismatch]:
+    """Disagreements between two sets of TIED weights after AdamW steps. The key-bias slice of c_attn.bias
+    is left out: its gradient is zero in exact arithmetic and Adam turns the rounding noise there into
+    +-lr steps of arbitrary sign (test_model.py::test_key_bias_gets_no_gradient)."""
     found = []
-    for k, actual in after.items():
+    for k, got in actual.items():
         want = expected[k]
         if k.endswith("attn.c_attn.bias"):
-            C = cfg.d_model
-            actual, want = np.delete(actual, np.s_[C:2 * C]), np.delete(want, np.s_[C:2 * C])
-        found.append(compare(f"{k} {what}", actual, want, FLOAT32_GRAD))
+            C = TIED.d_model
+            got, want = np.delete(got, np.s_[C:2 * C]), np.delete(want, np.s_[C:2 * C])
+        found.append(compare(f"{k} {what}", got, want, FLOAT32_GRAD))
     return [m for m in found if m]
 
 

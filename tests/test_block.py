@@ -13,6 +13,7 @@ def block_params(rng, cfg):
     return oracle.sub_params(oracle.init_params(cfg, rng), "h.0.")
 
 
+# --8<-- [start:test_fd]
 @given(cfg=configs(max_layers=1), B=st.integers(1, 2), data=st.data())
 def test_oracle_block_backward_matches_finite_differences(cfg, B, data):
     rng = np.random.default_rng(data.draw(seeds, label="seed"))
@@ -20,8 +21,10 @@ def test_oracle_block_backward_matches_finite_differences(cfg, B, data):
     x, dout = rng.standard_normal((B, T, cfg.d_model)), rng.standard_normal((B, T, cfg.d_model))
     assert_no_mismatch(oracle_component_fd(oracle.block_forward, oracle.block_backward, x, block_params(rng, cfg),
                                            dout, cfg.n_heads, cfg.layer_norm_eps))
+# --8<-- [end:test_fd]
 
 
+# --8<-- [start:test_agreement]
 @tinygrad_examples
 @given(seed=seeds)
 def test_tinyref_block_matches_oracle(seed):
@@ -29,3 +32,4 @@ def test_tinyref_block_matches_oracle(seed):
     x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
     assert_no_mismatch(component_mismatches(TransformerDecoderBlock(TIED), oracle.block_forward, oracle.block_backward,
                                             block_params(rng, TIED), x, dout, TIED.n_heads, TIED.layer_norm_eps))
+# --8<-- [end:test_agreement]

@@ -90,7 +90,18 @@ def corrupt_header_shape(path):
     (path / MODEL_FILE).write_bytes(len(blob).to_bytes(8, "little") + blob + raw[8 + n:])
 
 
+def header_offsets_not_a_list(path):
+    """Found by tests/test_fuzz.py: a string where [start, end] belongs crashed the unpacking."""
+    raw = (path / MODEL_FILE).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["wpe.weight"]["data_offsets"] = "0"
+    blob = json.dumps(header).encode()
+    (path / MODEL_FILE).write_bytes(len(blob).to_bytes(8, "little") + blob + raw[8 + n:])
+
+
 DAMAGE = {
+    "offsets not a list": header_offsets_not_a_list,
     "truncated weights": lambda p: (p / MODEL_FILE).write_bytes((p / MODEL_FILE).read_bytes()[:-10]),
     "huge header length": lambda p: (p / MODEL_FILE).write_bytes((2**62).to_bytes(8, "little") + b"{}"),
     "tiny file": lambda p: (p / MODEL_FILE).write_bytes(b"abc"),

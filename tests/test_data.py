@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyref.data import (TOKENS_FILE, BatchSampler, eval_windows, iter_text, split_tokens, text_pieces,
-                          token_dtype, tokenize_to_file)
+from tinyref.data import (TOKENS_FILE, BatchSampler, iter_text, split_tokens, text_pieces, token_dtype,
+                          tokenize_to_file, validation_windows)
 from tinyref.errors import DataError, UsageError
 from tinyref.tokenizer import train_tokenizer
 
@@ -111,7 +111,7 @@ def test_sampler_state_round_trips_through_json():
     assert not np.array_equal(restarted.sample(4)[0], b.sample(4)[0])
 
 
-def test_eval_windows_are_fixed_and_cover_the_split():
+def test_validation_windows_are_fixed_and_cover_the_split():
     tokens = np.arange(100, dtype=np.uint16)
-    x, y = eval_windows(tokens, 4, 8)
-    assert x[0, 0] == 0 and y[-1, -1] == 99 and np.array_equal(eval_windows(tokens, 4, 8)[0], x)
+    x, y = validation_windows(tokens, 4, 8)
+    assert x[0, 0] == 0 and y[-1, -1] == 99 and np.array_equal(validation_windows(tokens, 4, 8)[0], x)

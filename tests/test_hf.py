@@ -137,18 +137,17 @@ def test_hf_model_passes_tinyref_testing_in_hf_layout():
     """The HF model as a 'user implementation' of tinyref.testing with layout='hf': float64, FLOAT64 tolerance."""
     cases = {}
 
-    def run(params, idx):
-        cfg = next(c for c in (TIED, UNTIED) if params["lm_head.weight"].shape[0] == c.vocab_size)
+    def run(idx, params, cfg):
         model = cases.setdefault(cfg.vocab_size, hf_model(cfg, 0))
         model.load_state_dict({k: torch.tensor(v) for k, v in params.items()}, strict=True)
         model.zero_grad()
         return model(torch.tensor(idx)).logits, model
 
-    def forward(params, idx):
-        return run(params, idx)[0].detach().numpy()
+    def forward(idx, params, cfg):
+        return run(idx, params, cfg)[0].detach().numpy()
 
-    def backward(params, idx, dlogits):
-        logits, model = run(params, idx)
+    def backward(idx, params, dlogits, cfg):
+        logits, model = run(idx, params, cfg)
         logits.backward(torch.tensor(dlogits))
         return {k: p.grad.numpy() for k, p in model.named_parameters()}
 
@@ -156,7 +155,7 @@ def test_hf_model_passes_tinyref_testing_in_hf_layout():
                                       tol=FLOAT64, grad_tol=FLOAT64)
     assert max(errors.values()) < 1e-13
     with pytest.raises(ReferenceMismatch, match=r"grad h\.0\.attn\.c_attn\.weight: worst element"):
-        assert_matches_reference(forward, backward=lambda p, i, d: {**backward(p, i, d), "transformer.h.0.attn.c_attn.weight":
+        assert_matches_reference(forward, backward=lambda i, p, d, c: {**backward(i, p, d, c), "transformer.h.0.attn.c_attn.weight":
                                  np.zeros_like(p["transformer.h.0.attn.c_attn.weight"])},
                                  layout="hf", dtype=np.float64, tol=FLOAT64, grad_tol=FLOAT64)
 
@@ -194,7 +193,7 @@ def test_bad_hf_input_is_a_one_line_error(tmp_path):
         from_hf({**state, "lm_head.weight": state["lm_head.weight"] + 1}, cfg)
     with pytest.raises(CheckpointError, match=r"missing \['h.1.ln_1.bias'\]"):
         from_hf({k: v for k, v in state.items() if k != "transformer.h.1.ln_1.bias"}, cfg)
-    with pytest.raises(CheckpointError, match=r"h.0.mlp.c_fc.weight has shape \(16, 24\), the config needs \(24, 16\)"):
+    with pytest.raises(CheckpointError, match=r"h.0.attn.c_attn.weight has shape \(16, 48\), the config needs \(48, 16\)"):
         from_hf(transpose_conv1d(state), cfg)        # transposed twice: (out, in) where HF has (in, out)
     with pytest.raises(ConfigError, match="tanh GELU only"):
         config_from_hf({**config_to_hf(cfg), "activation_function": "relu"})

@@ -13,6 +13,7 @@ from tinyref import cross_entropy
 from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, assert_close
 
 
+# --8<-- [start:test_fd]
 @given(B=st.integers(1, 3), T=st.integers(1, 3), V=st.integers(2, 7), seed=seeds)
 def test_oracle_cross_entropy_backward_matches_finite_differences(B, T, V, seed):
     rng = np.random.default_rng(seed)
@@ -21,8 +22,10 @@ def test_oracle_cross_entropy_backward_matches_finite_differences(B, T, V, seed)
     dlogits = oracle.cross_entropy_backward(cache)
     assert_no_mismatch(finite_difference_mismatches(lambda: oracle.cross_entropy_forward(logits, targets)[0],
                                                     {"logits": logits}, {"logits": dlogits}))
+# --8<-- [end:test_fd]
 
 
+# --8<-- [start:test_definition]
 def test_oracle_cross_entropy_equals_the_definition():
     """-mean log softmax(target), written out with math.exp/math.log on one small case."""
     logits = np.array([[[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]])
@@ -31,6 +34,7 @@ def test_oracle_cross_entropy_equals_the_definition():
                  + math.log(math.exp(3) / (1 + math.exp(-1) + math.exp(3)))) / 2
     loss, _ = oracle.cross_entropy_forward(logits, targets)
     assert abs(loss - expected) < 1e-12
+# --8<-- [end:test_definition]
 
 
 def test_oracle_cross_entropy_is_stable_for_huge_logits():
@@ -38,6 +42,7 @@ def test_oracle_cross_entropy_is_stable_for_huge_logits():
     assert loss == 1000.0 and np.isfinite(oracle.cross_entropy_backward(cache)).all()
 
 
+# --8<-- [start:test_agreement]
 @tinygrad_examples
 @given(seed=seeds)
 def test_tinyref_cross_entropy_matches_oracle(seed):
@@ -49,3 +54,4 @@ def test_tinyref_cross_entropy_matches_oracle(seed):
     ref, cache = oracle.cross_entropy_forward(logits, targets)
     assert_close("loss", loss.item(), ref, FLOAT32)
     assert_close("dlogits", lt.grad.numpy(), oracle.cross_entropy_backward(cache), FLOAT32_GRAD)
+# --8<-- [end:test_agreement]

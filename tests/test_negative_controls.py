@@ -23,6 +23,9 @@ from test_layernorm import layernorm_case
 from tinyref import LayerNorm, MultiHeadSelfAttention
 
 
+REAL_ATTENTION_FORWARD = oracle.attention.attention_forward   # before any test swaps it out
+
+
 def attention_forward_with_bug(bug):
     """A copy of oracle.attention_forward's math with one planted bug, returning the real cache layout."""
     def forward(x, p, n_heads):
@@ -44,7 +47,7 @@ def attention_forward_with_bug(bug):
         att, _ = oracle.softmax_forward(scores)
         merged = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
         out = merged @ p["c_proj.weight"].T + p["c_proj.bias"]
-        _, cache = oracle.attention.attention_forward(x, p, n_heads)   # backward is not what is tested here
+        _, cache = REAL_ATTENTION_FORWARD(x, p, n_heads)   # backward is not what is tested here
         return out, cache
     return forward
 

@@ -79,7 +79,9 @@ def test_unknown_symbols_unknown_kinds_and_bad_sizes_are_usage_errors():
 
 @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"format": "tinyref-tokenizer", "type": "char", "symbols": []}',
                                      '{"format": "tinyref-tokenizer", "type": "morse", "symbols": ["a"]}',
-                                     '{"model": {"type": "BPE"}}', '{"hello": 1}'])
+                                     '{"model": {"type": "BPE"}}', '{"hello": 1}',
+                                     # found by tests/test_fuzz.py: an unhashable type crashed the lookup
+                                     '{"format": "tinyref-tokenizer", "type": [], "symbols": null}'])
 def test_garbage_tokenizer_files_are_checkpoint_errors(tmp_path, content):
     (tmp_path / "tokenizer.json").write_text(content)
     with pytest.raises(CheckpointError) as e:

@@ -5,9 +5,10 @@ from tinygrad import Tensor, nn
 
 
 # --8<-- [start:causal_mask]
-def causal_mask(T: int) -> Tensor:
-    """(T, T) additive mask: 0 on and below the diagonal, -inf above it (position t sees 0..t)."""
-    return Tensor.full((T, T), float("-inf")).triu(1)
+def causal_mask(T: int, device=None) -> Tensor:
+    """(T, T) additive mask: 0 on and below the diagonal, -inf above it (position t sees 0..t).
+    ``device``: the scores' device, a tuple when the batch is sharded (tinyref.parallel)."""
+    return Tensor.full((T, T), float("-inf"), device=device).triu(1)
 # --8<-- [end:causal_mask]
 
 
@@ -27,7 +28,7 @@ class MultiHeadSelfAttention:
         q, k, v = self.c_attn(x).split(C, dim=2)                     # 3 x (B, T, C)
         q, k, v = [t.reshape(B, T, H, hd).transpose(1, 2) for t in (q, k, v)]   # (B, H, T, hd): head h owns columns h*hd:(h+1)*hd
         scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(hd))     # (B, H, T, T)
-        att = (scores + causal_mask(T)).softmax(-1)                  # (B, H, T, T), zero above the diagonal
+        att = (scores + causal_mask(T, scores.device)).softmax(-1)                # (B, H, T, T), zero above the diagonal
         return att, v
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -85,8 +85,10 @@ def check_safetensors(path: Path, expected: dict[str, tuple] | None = None):
         info = header[k]
         want = 4 * math.prod(shape)
         ok = isinstance(info, dict) and info.get("dtype") == DTYPE and info.get("shape") == list(shape)
-        start, end = (info.get("data_offsets") or [None, None]) if ok else (None, None)
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end))
+        offsets = info.get("data_offsets") if ok else None
+        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in offsets)
+        start, end = offsets if ok else (None, None)
         if not (ok and 0 <= start and end - start == want and end <= data_size):
             raise CheckpointError(f"{name}: tensor {k} should be {DTYPE} {tuple(shape)} ({want} bytes inside the "
                                   f"{data_size}-byte data), header says {info}")

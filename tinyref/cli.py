@@ -12,6 +12,10 @@ COMMANDS = {
     "train": ("tinyref.train_cli", "train a model (no arguments: the classic demo)"),
     "check": ("tinyref.check_cli", "check agreement with the NumPy oracle on every available device"),
     "export-golden": ("tinyref.golden_cli", "write the oracle's golden vectors (safetensors + manifest.json)"),
+    "generate": ("tinyref.generate_cli", "continue a prompt with a trained checkpoint (KV-cached sampling)"),
+    "attention": ("tinyref.attention_cli", "draw a checkpoint's attention weights on a text as heatmaps (PNG)"),
+    "eval": ("tinyref.eval_cli", "a checkpoint's loss and perplexity on a text file"),
+    "bench": ("tinyref.bench_cli", "time training steps (and generation), against PyTorch and the oracle with --compare"),
 }
 
 

@@ -200,7 +200,7 @@ class BatchSampler:
 # --8<-- [end:sampler]
 
 
-def eval_windows(tokens: np.ndarray, n: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_windows(tokens: np.ndarray, n: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
     """n windows spread evenly over ``tokens`` (no randomness: every evaluation sees the same text)."""
     T = context_length
     starts = np.linspace(0, len(tokens) - T - 1, n).round().astype(np.int64)

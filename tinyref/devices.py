@@ -15,6 +15,7 @@ import tempfile
 from tinygrad import Context, Device, Tensor, dtypes
 from tinygrad.helpers import DEV
 
+from . import programcache
 from .errors import DeviceError
 
 GPU_DEVICES = ("CUDA", "NV", "AMD", "METAL", "WEBGPU")
@@ -118,7 +119,9 @@ def select_device(spec: str | None) -> str:
     """Make ``spec`` the default tinygrad target for this process and return its name.
 
     None keeps a ``DEV`` set in the environment, and otherwise picks ``default_device()``.
+    Also keeps lowered kernels on disk (tinyref.programcache), so later runs start faster.
     """
+    programcache.enable()
     if spec is None:
         if DEV.device:
             return current_device()

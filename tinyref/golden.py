@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +52,31 @@ PRESETS = {
 }
 
 
+SAFETENSORS_DTYPES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+                      np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.int16): "I16",
+                      np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL"}
+
+
 # --8<-- [start:safetensors]
 def write_safetensors(path, tensors: dict) -> None:
-    """NumPy arrays to a safetensors file, in the dict's order (tinygrad's writer; no kernels compiled)."""
-    from tinygrad import Tensor
-    from tinygrad.nn.state import safe_save
-    safe_save({k: Tensor(np.ascontiguousarray(v), device="CPU") for k, v in tensors.items()}, str(path))
+    """NumPy arrays to a safetensors file, in the dict's order: the format's 8-byte little-endian
+    header length, a JSON header (dtype, shape, byte offsets per tensor; padded with spaces so the
+    data starts 8-byte aligned), then each array's little-endian bytes. Written directly, not
+    through tinygrad: ~100x faster here, and a 0-d array keeps its shape ()."""
+    header, blobs, offset = {}, [], 0
+    for k, v in tensors.items():
+        a = np.asarray(v)
+        if a.dtype not in SAFETENSORS_DTYPES:
+            raise UsageError(f"{k}: dtype {a.dtype} has no safetensors name here; use one of "
+                             f"{', '.join(str(d) for d in SAFETENSORS_DTYPES)}")
+        data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+        header[k] = {"dtype": SAFETENSORS_DTYPES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def read_safetensors(path) -> dict:

@@ -32,6 +32,13 @@ def _heads(t: Tensor, H: int) -> Tensor:
     return t.reshape(B, T, H, C // H).transpose(1, 2)
 
 
+def _at(x: Tensor, pos) -> Tensor:
+    """(B, T, D) -> (B, D): position ``pos`` (an int or a bound Variable), picked by a one-hot sum.
+    Not ``x[:, pos]``: a jitted function that shrinks a computed tensor at a Variable replays with
+    the position it was captured at (tinygrad 0.14; tests/test_kvcache.py would catch it)."""
+    return (x * (Tensor.arange(x.shape[1]) == pos).reshape(1, -1, 1)).sum(1)
+
+
 class RecomputeDecoder:
     """Decoding one sequence without a cache: each call runs the model's own forward on the whole window.
 
@@ -51,7 +58,7 @@ class RecomputeDecoder:
 
     def _last_logits(self, idx: Tensor, last) -> Tensor:
         """The model's own forward on the padded window (1, Tmax); the logits (V,) at position ``last``."""
-        return self.model(idx)[0, last].realize()
+        return _at(self.model(idx), last)[0].realize()
 
     def prefill(self, ids) -> Tensor:
         """Condition on a window of 1..context_length token ids; logits (V,) after its last token."""
@@ -103,7 +110,7 @@ class KVCache(RecomputeDecoder):
             v_cache.assign(v)
             x = x + self._attend(block, q, k, v, Tensor.arange(x.shape[1]).reshape(-1, 1))   # (1, Tmax, C)
             x = x + block.mlp(block.ln_2(x))                                 # (1, Tmax, C)
-        return self._logits(x[:, last]).realize(*self.k, *self.v)
+        return self._logits(_at(x, last)).realize(*self.k, *self.v)
     # --8<-- [end:prefill]
 
     # --8<-- [start:step]

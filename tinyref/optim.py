@@ -63,6 +63,11 @@ def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
 # --8<-- [end:clip]
 
 
+def optimizer_state(opt) -> list[Tensor]:
+    """Every state tensor of ``opt``: learning rates, AdamW's moments and running b1^t, b2^t."""
+    return [t for o in optimizer_groups(opt) for t in (o.lr, o.b1_t, o.b2_t, *o.m, *o.v)]
+
+
 def optimizer_groups(opt) -> list:
     """The AdamW optimizers inside ``opt`` (itself, or the groups of an OptimizerGroup)."""
     return list(opt.optimizers) if isinstance(opt, OptimizerGroup) else [opt]

@@ -168,7 +168,7 @@ def tokenizer_from_json(text: str, where: str = "tokenizer.json") -> Tokenizer:
     if data.get("format") == FORMAT:
         classes = {c.kind: c for c in (CharTokenizer, WordTokenizer)}
         symbols = data.get("symbols")
-        if data.get("type") not in classes:
+        if not isinstance(data.get("type"), str) or data["type"] not in classes:
             raise CheckpointError(f"{where} has unknown tokenizer type {data.get('type')!r}: expected char or word")
         if (not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) and s for s in symbols)
                 or len(set(symbols)) != len(symbols)):

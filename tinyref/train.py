@@ -16,20 +16,22 @@ from tqdm import tqdm
 
 from .checkpoint import CONFIG_FILE, STATE_FILE, load_checkpoint, load_state, save_checkpoint
 from .config import GPTConfig
-from .data import (BatchSampler, check_data_file, eval_windows, split_tokens, synthetic_batches, text_pieces,
-                   tokenize_to_file)
+from .data import (BatchSampler, check_data_file, split_tokens, synthetic_batches, text_pieces, tokenize_to_file,
+                   validation_windows)
 from .devices import DTYPES, describe_device, dtype_support, select_device
 from .errors import CheckpointError, DeviceError, TrainingError, UsageError
 from .loss import cross_entropy
 from .model import GPTStyleTransformer
-from .optim import clip_grad_norm, global_grad_norm, lr_at, make_optimizer, optimizer_lr_tensors
+from .optim import (clip_grad_norm, global_grad_norm, lr_at, make_optimizer, optimizer_lr_tensors,
+                    optimizer_state)
 from .tokenizer import TOKENIZERS, train_tokenizer
 
 
 # --8<-- [start:train_step]
 def make_train_step(model: GPTStyleTransformer, opt):
-    """A TinyJit-compiled step: the first two calls trace and compile, later calls replay the kernels."""
+    """A TinyJit-compiled step: the first call traces, compiles and captures the kernels; later calls replay them."""
     params = opt.params
+    Tensor.realize(*params, *optimizer_state(opt))   # nothing one-time (zero moments) may hide in the captured step
 
     @TinyJit
     @Context(TRAINING=1)
@@ -40,6 +42,7 @@ def make_train_step(model: GPTStyleTransformer, opt):
         opt.step()
         return loss.realize(*params)
 
+    step.cnt = 1   # capture on the first call: TinyJit's default uncaptured first run would schedule the step twice
     return step
 # --8<-- [end:train_step]
 
@@ -147,7 +150,9 @@ class TrainStep:
         self.compute_model = model if dtype == "float32" else low_precision_copy(model, DTYPES[dtype])
         self.compute = list(get_state_dict(self.compute_model).values())      # what forward/backward use
         self.lr_tensors = optimizer_lr_tensors(opt)
+        Tensor.realize(*self.master, *optimizer_state(opt))   # no one-time work (zero moments) in the capture
         self.jitted = TinyJit(self.step)
+        self.jitted.cnt = 1      # capture on the first call (as make_train_step): the step is scheduled once
 
     def __call__(self, x: Tensor, y: Tensor, lr: Tensor) -> Tensor:
         return self.jitted(x, y, lr)
@@ -177,7 +182,7 @@ class TrainStep:
 
     @Context(TRAINING=1)
     def step(self, x: Tensor, y: Tensor, lr: Tensor) -> Tensor:
-        """The step without TinyJit: what the first call runs and the jitted calls replay."""
+        """The step without TinyJit: what the first jitted call captures and later calls replay."""
         for t in self.lr_tensors:
             t.assign(lr)                                                          # a buffer write, not a recompile
         loss, norm = self.gradients(x, y)
@@ -406,7 +411,7 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
         sampler.state = saved_state["sampler"]
     step_fn = TrainStep(model, opt, o.accum_steps, o.grad_clip, o.dtype, o.loss_scale)
     eval_fn = make_eval(model)
-    vx, vy = eval_windows(val_tokens, o.eval_batches * o.batch_size, o.context_length)
+    vx, vy = validation_windows(val_tokens, o.eval_batches * o.batch_size, o.context_length)
     val_batches = [(Tensor(a, dtype=dtypes.int32).realize(), Tensor(b, dtype=dtypes.int32).realize())
                    for a, b in zip(np.split(vx, o.eval_batches), np.split(vy, o.eval_batches))]
 

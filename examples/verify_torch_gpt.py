@@ -1,0 +1,185 @@
+"""Verify a tiny PyTorch GPT against tinyref's NumPy oracle with ``tinyref.testing``.
+
+    python examples/verify_torch_gpt.py                    # float64, tolerance FLOAT64
+    python examples/verify_torch_gpt.py --dtype float32    # float32, tolerances FLOAT32 / FLOAT32_GRAD
+
+The model is written the plain PyTorch way, with nanoGPT's module names, so its
+``state_dict()`` keys are tinyref's (``h.0.attn.c_attn.weight``, ...; ``nn.Linear`` stores
+``(out, in)`` like tinygrad). tinyref.testing hands it weights and inputs as NumPy arrays, runs
+the float64 oracle on the same numbers, and compares the outputs and every gradient (from torch
+autograd): the whole model, the loss, then each component on its own. Exit status 0 when all
+agree; otherwise the report names each tensor that differs, its worst element and both values.
+Runs on the CPU in a few seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tinyref.testing import ReferenceMismatch, assert_component_matches, assert_loss_matches, assert_matches_reference
+from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
+
+
+# --- the model under test: a GPT-2 in PyTorch -------------------------------------------------
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)                              # 3 x (B, T, C)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))            # (B, H, T, T)
+        att = F.softmax(self.causal_mask(scores), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)                        # heads side by side
+        return self.c_proj(y)
+
+    def causal_mask(self, scores):
+        """Position t may not look at positions after t."""
+        T = scores.size(-1)
+        future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+        return scores.masked_fill(future, float("-inf"))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.context_length, cfg.d_model)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))              # (B, T, C)
+        for block in self.h:
+            x = block(x)
+        x = self.ln_f(x)
+        return x @ self.wte.weight.T if self.lm_head is None else self.lm_head(x)   # (B, T, V)
+
+
+# --- tinyref.testing's calling convention, for any of the modules above -----------------------
+
+# --8<-- [start:numpy_functions]
+def numpy_functions(build):
+    """``forward(x, params, cfg)`` and ``backward(x, params, dout, cfg) -> (dx, grads)`` on NumPy
+    arrays, for the module ``build(cfg)`` loaded with ``params`` (its own state-dict keys)."""
+    def run(x, params, cfg):
+        float64 = any(a.dtype == np.float64 for a in (x, *params.values()))
+        module = build(cfg).to(torch.float64 if float64 else torch.float32)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=True)
+        x = torch.from_numpy(x)
+        if x.is_floating_point():
+            x.requires_grad_()
+        return module, x, module(x)
+
+    def forward(x, params, cfg):
+        return run(x, params, cfg)[2].detach().numpy()
+
+    def backward(x, params, dout, cfg):
+        module, x, out = run(x, params, cfg)
+        out.backward(torch.from_numpy(dout))
+        dx = None if x.grad is None else x.grad.numpy()
+        return dx, {k: p.grad.numpy() for k, p in module.named_parameters()}
+
+    return forward, backward
+# --8<-- [end:numpy_functions]
+
+
+def loss_functions():
+    """Mean cross-entropy and its gradient with respect to the logits, via autograd."""
+    def loss(logits, targets):
+        return F.cross_entropy(torch.from_numpy(logits).flatten(0, 1), torch.from_numpy(targets).flatten()).item()
+
+    def dlogits(logits, targets):
+        x = torch.from_numpy(logits).requires_grad_()
+        F.cross_entropy(x.flatten(0, 1), torch.from_numpy(targets).flatten()).backward()
+        return x.grad.numpy()
+
+    return loss, dlogits
+
+
+COMPONENT_MODULES = {"layernorm": lambda cfg: nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps),
+                     "attention": CausalSelfAttention, "feedforward": MLP, "block": Block}
+
+
+def verify(dtype: str = "float64") -> dict:
+    """Every check; returns {check: its worst error per tensor}; raises ReferenceMismatch listing the checks that fail."""
+    np_dtype = np.float64 if dtype == "float64" else np.float32
+    tol, grad_tol = (FLOAT64, FLOAT64) if dtype == "float64" else (FLOAT32, FLOAT32_GRAD)
+    forward, backward = numpy_functions(GPT)
+
+    def model_grads(idx, params, dlogits, cfg):
+        return backward(idx, params, dlogits, cfg)[1]
+
+    checks = {"whole model": lambda: assert_matches_reference(forward, backward=model_grads, dtype=np_dtype,
+                                                              tol=tol, grad_tol=grad_tol),
+              "loss": lambda: assert_loss_matches(*loss_functions(), dtype=np_dtype, tol=tol, grad_tol=grad_tol)}
+    for name, build in COMPONENT_MODULES.items():
+        checks[name] = lambda name=name, build=build: assert_component_matches(
+            name, *numpy_functions(build), dtype=np_dtype, tol=tol, grad_tol=grad_tol)
+    errors, failures = {}, []
+    for name, check in checks.items():
+        try:
+            errors[name] = check()
+        except ReferenceMismatch as e:
+            failures.append(f"{name}: {e}")
+    if failures:
+        raise ReferenceMismatch("\n".join(failures))
+    return errors
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        errors = verify(args.dtype)
+    except ReferenceMismatch as e:
+        print(f"FAIL: the PyTorch GPT disagrees with tinyref's oracle ({args.dtype}):\n{e}")
+        return 1
+    for check, worst in errors.items():
+        name, err = max(worst.items(), key=lambda kv: kv[1])
+        print(f"  {check:12s} {len(worst):3d} tensors agree; worst {err:.2g} of scale ({name})")
+    overall = max(max(w.values()) for w in errors.values())
+    print(f"PASS: the PyTorch GPT matches tinyref's oracle ({args.dtype}): forward and backward, "
+          f"{len(errors)} checks, worst error {overall:.2g} of scale")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

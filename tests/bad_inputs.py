@@ -1,0 +1,47 @@
+"""A folder of broken inputs: the files tests/test_reliability.py and docs/reliability.md's table use.
+
+Every entry is made here, from nothing: a good checkpoint and copies of it with one thing wrong,
+and data files that are not training text. No file is downloaded.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import oracle
+from helpers import UNTIED, as_namespace, load_params
+from tinyref import GPTStyleTransformer
+from tinyref.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE, save_checkpoint
+from tinyref.tokenizer import train_tokenizer
+
+
+def copy_with(root: Path, name: str, change) -> None:
+    shutil.copytree(root / "ckpt", root / name)
+    change(root / name)
+
+
+def make_bad_inputs(root: Path) -> None:
+    """Write the broken inputs into ``root``."""
+    model = GPTStyleTransformer(UNTIED)
+    load_params(model, oracle.init_params(as_namespace(UNTIED), np.random.default_rng(0)))
+    save_checkpoint(root / "ckpt", model, None, train_tokenizer("char", ["abcdefg"]), {"step": 0})
+    weights = (root / "ckpt" / MODEL_FILE).read_bytes()
+    copy_with(root, "ckpt-truncated", lambda p: (p / MODEL_FILE).write_bytes(weights[: len(weights) // 2]))
+    copy_with(root, "ckpt-lying-header", lambda p: (p / MODEL_FILE).write_bytes((2**40).to_bytes(8, "little") + weights[8:]))
+    copy_with(root, "ckpt-no-weights", lambda p: (p / MODEL_FILE).unlink())
+    copy_with(root, "ckpt-garbage-config", lambda p: (p / CONFIG_FILE).write_text("{not json"))
+    copy_with(root, "ckpt-other-shape", lambda p: (p / CONFIG_FILE).write_text(json.dumps({**UNTIED.to_dict(), "d_model": 16})))
+    copy_with(root, "ckpt-garbage-tokenizer", lambda p: (p / TOKENIZER_FILE).write_text('{"hello": 1}'))
+    copy_with(root, "ckpt-no-tokenizer", lambda p: (p / TOKENIZER_FILE).unlink())
+    copy_with(root, "ckpt-garbage-state", lambda p: (p / STATE_FILE).write_text("[1, 2]"))
+    (root / "not-a-checkpoint").mkdir()
+    (root / "empty.txt").write_bytes(b"")
+    (root / "binary.bin").write_bytes(bytes(range(256)) * 4)
+    (root / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    (root / "folder").mkdir()
+    (root / "text.txt").write_text("abcdefggfedcba" * 40)      # only symbols the char tokenizer knows
+    (root / "golden").mkdir()
+    (root / "golden" / "keep.txt").write_text("already here\n")

@@ -1,0 +1,96 @@
+"""tinyref bench: the JSON it prints, the PyTorch model it compares against, and its error without torch.
+
+No timing is asserted here: speed is what the benchmark reports, not what a test checks. What a
+test can check is that the comparison is honest: the PyTorch model trains exactly the oracle's
+model (same loss, gradients and AdamW step on the same weights), so the ratios compare equal work.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import oracle
+from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace
+from tinyref.bench import CONFIGS, IMPLS, LR, bench_batch, bench_params
+from tinyref.tolerances import FLOAT64, compare
+
+torch = pytest.importorskip("torch")
+import tinyref.bench_torch as bench_torch  # noqa: E402 - needs torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_configs_are_the_issue_shapes():
+    """S is the seed demo (batch 8, seq 16, vocab 52, d_model 32, 4 heads, 2 layers)."""
+    shapes = {n: (b, c.context_length, c.vocab_size, c.d_model, c.n_heads, c.n_layers) for n, (b, c) in CONFIGS.items()}
+    assert shapes == {"S": (8, 16, 52, 32, 4, 2), "M": (16, 64, 65, 128, 4, 4), "L": (8, 128, 512, 256, 8, 6)}
+
+
+def test_bench_json_schema():
+    """A two-step run of config S (the demo's shapes, so its kernels are usually cached) prints the contract's JSON."""
+    out = subprocess.run([sys.executable, "-m", "tinyref", "bench", "--config", "S", "--steps", "2", "--gen-tokens", "0",
+                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {"date", "cpu", "cores", "device", "tinygrad"} <= set(report["machine"])
+    [row] = report["results"]
+    assert set(row) >= {"impl", "config", "ms_per_step", "tokens_per_s", "warmup_s", "peak_mem_mb"}
+    assert (row["impl"], row["config"]) == ("tinyref", "S") and row["impl"] in IMPLS
+    assert row["ms_per_step"] > 0 and row["warmup_s"] > 0
+    # tokens/s is the batch's B*T tokens over the median step time
+    assert row["tokens_per_s"] == pytest.approx(8 * 16 / (row["ms_per_step"] / 1000), rel=1e-6)
+    assert report["generation"] == []
+
+
+def test_compare_without_torch_is_a_one_line_error():
+    """torch made unimportable in a fresh interpreter: --compare says how to install it, exit status 2."""
+    code = "import sys; sys.modules['torch'] = None; from tinyref.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", code, "bench", "--compare"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinyref: error: ") and "pip install 'tinyref[bench]'" in lines[0]
+
+
+def torch_vs_oracle(cfg, bt, seed=0):
+    """Mismatches between one float64 PyTorch training step and the oracle's, on the same weights and batch."""
+    params = {k: v.astype(np.float64) for k, v in bench_params(cfg, seed).items()}
+    rng = np.random.default_rng(seed)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}   # every term matters
+    x, y = (a[: bt[0], : bt[1]] for a in bench_batch(cfg, bt[0], seed))
+
+    logits, cache = oracle.gpt_forward(x, params, as_namespace(cfg))
+    loss, ce_cache = oracle.cross_entropy_forward(logits, y)
+    grads = oracle.gpt_backward(oracle.cross_entropy_backward(ce_cache), cache)
+    stepped, _ = oracle.adamw_step(params, grads, None, lr=LR, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+
+    model = bench_torch.TorchGPT(cfg).double().load_numpy(params)
+    xt, yt = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+    with torch.no_grad():
+        torch_logits = model(xt).numpy()
+    torch_loss = bench_torch.train_step(model, bench_torch.adamw(model, LR), xt, yt).item()
+    torch_grads = {k: g for k, g in zip(model.tinyref_names().values(), (p.grad for p in model.parameters()))}
+    checks = [compare("logits", torch_logits, logits, FLOAT64), compare("loss", torch_loss, loss, FLOAT64)]
+    checks += [compare(f"grad {k}", torch_grads[k].numpy(), grads[k], FLOAT64) for k in params]
+    checks += [compare(f"adamw {k}", v, stepped[k], FLOAT64) for k, v in model.numpy_state().items()]
+    return [m for m in checks if m is not None]
+
+
+@pytest.mark.parametrize("cfg, bt", [(TIED, TIED_BT), (UNTIED, UNTIED_BT)], ids=["tied", "untied"])
+def test_torch_model_trains_the_oracle_model(cfg, bt):
+    """Same loss, logits, gradients and AdamW step as the oracle, in float64: the timed work is the same math."""
+    mismatches = torch_vs_oracle(cfg, bt)
+    assert not mismatches, "\n".join(map(str, mismatches))
+
+
+def test_torch_comparison_catches_a_planted_bug(monkeypatch):
+    """Negative control: attention that is not causal must fail the check above."""
+    sdpa = bench_torch.F.scaled_dot_product_attention
+    monkeypatch.setattr(bench_torch.F, "scaled_dot_product_attention",
+                        lambda q, k, v, is_causal, scale: sdpa(q, k, v, is_causal=False, scale=scale))
+    names = {m.name.split()[0] for m in torch_vs_oracle(TIED, TIED_BT)}
+    assert {"logits", "loss", "grad", "adamw"} <= names

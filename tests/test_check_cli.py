@@ -1,0 +1,141 @@
+"""``tinyref check``: the table and JSON it prints, its exit status, and its errors for bad flags.
+
+In-process runs reuse the default device's shared result (``device_result``) through a stand-in for
+``run_case``, so only the one end-to-end subprocess compiles (from tinygrad's disk cache, mostly).
+"""
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinyref.check
+from conftest import device_result
+from tinyref.cli import main
+from tinyref.devices import KNOWN_DEVICES, probe_device
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason"}
+
+
+def unavailable_device() -> str:
+    name = next((d for d in reversed(KNOWN_DEVICES) if probe_device(d) is not None), None)
+    if name is None:
+        pytest.skip("every tinygrad device works on this machine: none to report as unavailable")
+    return name
+
+
+@pytest.fixture
+def shared_runs(monkeypatch, default_backend):
+    """run_case answered with the default device's shared result; ``plant[device] = x`` adds x to one of
+    its gradients in the answers that follow."""
+    shared = device_result(default_backend)
+    planted = {}
+
+    def run_case(device, dtype="float32", case=None, seed=0, adamw_step=True):
+        assert (device, dtype, case, seed) == (default_backend, "float32", None, 0), "only the shared run is stored"
+        if device not in planted:
+            return shared
+        actual = {**shared.actual, "grad wte.weight": shared.actual["grad wte.weight"] + planted[device]}
+        return dataclasses.replace(shared, actual=actual, mismatches=tinyref.check.judge(
+            device, dtype, shared.case.config, actual, shared.expected))
+
+    monkeypatch.setattr(tinyref.check, "run_case", run_case)
+    return default_backend, planted
+
+
+def check_json(capsys, *argv) -> tuple[int, dict]:
+    status = main(["check", *argv, "--json"])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def test_json_schema_and_exit_0_when_every_device_that_ran_agrees(shared_runs, capsys):
+    device, _ = shared_runs
+    missing = unavailable_device()
+    status, report = check_json(capsys, "--device", device, missing)
+    assert status == 0 and list(report) == ["devices"]
+    ran, skipped = report["devices"]
+    assert set(ran) == ROW_KEYS and set(skipped) == ROW_KEYS
+    assert ran["device"] == device and ran["dtype"] == "float32" and ran["ok"] is True and ran["causal_ok"] is True
+    assert ran["reason"] is None and 0 < ran["forward_max_err"] < 2e-5 and 0 < ran["grad_max_err"] < 1e-4
+    assert ran["seconds"] > 0
+    assert skipped["device"] == missing and skipped["ok"] is None and skipped["reason"]
+    assert all(skipped[k] is None for k in ("forward_max_err", "grad_max_err", "causal_ok", "seconds"))
+
+
+def test_exit_1_and_the_reason_when_a_device_disagrees(shared_runs, capsys):
+    device, planted = shared_runs
+    planted[device] = 1e-3          # every element of one gradient off by 1e-3: far beyond float32 rounding
+    status, report = check_json(capsys, "--device", device)
+    row = report["devices"][0]
+    assert status == 1 and row["ok"] is False and row["causal_ok"] is True
+    assert row["grad_max_err"] > 1e-4 and "grad wte.weight" in row["reason"] and "worst element at index" in row["reason"]
+
+
+def test_table_names_each_device_and_verdict(shared_runs, capsys):
+    device, planted = shared_runs
+    missing = unavailable_device()
+    assert main(["check", "--device", device, missing]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["device", "dtype"]
+    assert lines[1].startswith(device) and lines[1].endswith(" ok")
+    assert lines[2].startswith(missing) and "skipped: " in lines[2]
+    assert lines[-1] == "1 of 1 runs agree with the oracle; 1 not available here"
+    planted[device] = 1e-3
+    assert main(["check", "--device", device]) == 1
+    assert "DISAGREES: " in capsys.readouterr().out
+
+
+def test_a_device_that_crashes_disagrees_with_the_reason(monkeypatch, default_backend, capsys):
+    def run_case(*args, **kwargs):
+        raise RuntimeError("kernel failed to launch")
+    monkeypatch.setattr(tinyref.check, "run_case", run_case)
+    status, report = check_json(capsys, "--device", default_backend)
+    assert status == 1 and report["devices"][0]["ok"] is False
+    assert report["devices"][0]["reason"] == "crashed: RuntimeError: kernel failed to launch"
+
+
+def test_nothing_able_to_run_is_a_one_line_runtime_error(monkeypatch, capsys, default_backend):
+    monkeypatch.setattr(tinyref.check, "run_case", lambda *a, **k: pytest.fail("an unsupported dtype must not run"))
+    monkeypatch.setattr(tinyref.check, "dtype_support", lambda device, dtype: f"no {dtype} here")
+    assert main(["check", "--device", default_backend, "--dtype", "bfloat16", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert [(r["ok"], r["reason"]) for r in json.loads(captured.out)["devices"]] == [(None, "no bfloat16 here")]
+    assert captured.err == ("tinyref: error: none of the selected devices and dtypes can run here (see the reasons "
+                            "above); try '--device all' or install clang\n")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "TPU"], "unknown device 'TPU': choose one of CPU, CPU:LLVM"),
+    (["--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
+    (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+])
+def test_bad_flags_are_one_line_usage_errors(argv, message, capsys):
+    try:
+        status = main(["check", *argv])
+    except SystemExit as e:     # argparse's own errors exit from inside parse_args
+        status = e.code
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert captured.err.startswith("tinyref: error: ") and captured.err.count("\n") == 1 and message in captured.err
+
+
+def test_end_to_end_json_from_the_command_line(default_backend):
+    """The real command in a fresh process: a usable device agrees, an unavailable one is null with its reason."""
+    missing = unavailable_device()
+    done = subprocess.run([sys.executable, "-m", "tinyref", "check", "--device", default_backend, missing, "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["devices"]
+    assert [(r["device"], r["ok"]) for r in rows] == [(default_backend, True), (missing, None)], rows
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_device_from_the_command_line_has_no_traceback():
+    done = subprocess.run([sys.executable, "-m", "tinyref", "check", "--device", "cpu,nope"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "tinyref: error: unknown device 'nope': choose one of " + ", ".join(KNOWN_DEVICES) + "\n"

@@ -1,0 +1,53 @@
+"""GPTConfig: every bad field is a ConfigError naming the field and the fix; d_ff resolves to an int."""
+import math
+
+import pytest
+
+from tinyref import ConfigError, GPTConfig
+
+
+def test_defaults_are_the_seed_demo_and_d_ff_resolves():
+    cfg = GPTConfig()
+    assert (cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.n_heads, cfg.n_layers) == (52, 16, 32, 4, 2)
+    assert cfg.d_ff == 4 * 32 and cfg.head_dim == 8 and cfg.tie_embeddings and cfg.layer_norm_eps == 1e-5
+    assert GPTConfig(d_model=8, n_heads=2, d_ff=5).d_ff == 5
+
+
+@pytest.mark.parametrize("field, value", [
+    ("vocab_size", 0), ("vocab_size", -1), ("vocab_size", 2.5), ("vocab_size", True), ("context_length", 0),
+    ("d_model", 0), ("n_heads", 0), ("n_layers", 0), ("d_ff", 0), ("d_ff", -4), ("n_layers", "2"),
+])
+def test_sizes_must_be_positive_integers(field, value):
+    with pytest.raises(ConfigError, match=rf"GPTConfig\.{field} must be a positive integer, got {value!r}"):
+        GPTConfig(**{field: value})
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5, math.nan, math.inf, True, "1e-5"])
+def test_layer_norm_eps_must_be_finite_and_positive(eps):
+    with pytest.raises(ConfigError, match="layer_norm_eps must be a finite number > 0"):
+        GPTConfig(layer_norm_eps=eps)
+
+
+def test_heads_must_divide_d_model_and_the_message_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"n_heads=5 must divide d_model=32: choose n_heads among \[1, 2, 4, 8, 16, 32\]"):
+        GPTConfig(n_heads=5)
+
+
+def test_tie_embeddings_must_be_a_bool():
+    with pytest.raises(ConfigError, match="tie_embeddings must be True or False"):
+        GPTConfig(tie_embeddings="yes")
+
+
+def test_config_errors_are_value_errors_with_one_line_messages():
+    with pytest.raises(ValueError) as e:
+        GPTConfig(d_model=0)
+    assert "\n" not in str(e.value)
+
+
+def test_from_dict_round_trips_and_rejects_unknown_fields():
+    cfg = GPTConfig(vocab_size=7, d_model=8, n_heads=2, d_ff=12, tie_embeddings=False)
+    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"unknown GPTConfig field\(s\) \['n_embd'\]"):
+        GPTConfig.from_dict({**cfg.to_dict(), "n_embd": 8})
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        GPTConfig.from_dict([1, 2])

@@ -1,0 +1,79 @@
+"""``tinyref bench``: a table (or JSON) of training-step speed per config, with PyTorch and the oracle on --compare."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .bench import CONFIGS, TORCH_MISSING, bench_config, generation_results, machine_info, torch_available
+from .devices import describe_device, select_device
+from .errors import UsageError
+from .train import check_positive
+
+COLUMNS = ("config", "impl", "warm-up s", "ms/step", "tokens/s", "peak MB", "vs torch-eager")
+WIDTHS = (6, 13, 9, 9, 10, 8, 0)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sizes = "; ".join(f"{n}: batch {b}, seq {c.context_length}, vocab {c.vocab_size}, d_model {c.d_model}, "
+                      f"{c.n_heads} heads, {c.n_layers} layers" for n, (b, c) in CONFIGS.items())
+    p.add_argument("--config", default="S", choices=[*CONFIGS, "all"], metavar="S|M|L|all",
+                   help=f"which model and batch to time (default S, the demo's shapes). {sizes}")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps after the warm-up; the median is reported (default 20)")
+    p.add_argument("--compare", action="store_true",
+                   help="also time PyTorch eager, torch.compile and the NumPy oracle on the same weights and data "
+                        "(needs the bench extra: pip install 'tinyref[bench]')")
+    p.add_argument("--device", default=None, help="tinygrad device for tinyref (default: tinyref's choice, see 'tinyref check')")
+    p.add_argument("--beam", type=int, default=0, metavar="N",
+                   help="search N kernel variants per kernel (tinygrad BEAM) and cache the winners on disk, so "
+                        "later runs at the same shapes reuse them; the first run with it is slow (default 0: off)")
+    p.add_argument("--gen-tokens", type=int, default=128, metavar="N",
+                   help="also time greedy generation of N new tokens with and without the KV cache (default 128; 0: skip)")
+    p.add_argument("--json", action="store_true", help='print {"machine": {...}, "results": [...], "generation": [...]}')
+
+
+def cell(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table_line(r, eager_tokens_per_s) -> str:
+    ratio = (f"{r.tokens_per_s / eager_tokens_per_s:.2f}x" if r.tokens_per_s and eager_tokens_per_s else "")
+    cells = (r.config, r.impl, cell(r.warmup_s, ".2f"), cell(r.ms_per_step, ".2f"), cell(r.tokens_per_s, ",.0f"),
+             cell(r.peak_mem_mb, ".0f"), ratio if not r.note else f"{ratio} {r.note}".strip())
+    return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
+
+
+def run(args: argparse.Namespace) -> int:
+    check_positive("--steps", args.steps)
+    if args.beam < 0 or args.gen_tokens < 0:
+        raise UsageError("--beam and --gen-tokens must be integers >= 0")
+    if args.compare and not torch_available():
+        raise UsageError(TORCH_MISSING)
+    device = select_device(args.device)
+    if args.beam:
+        from tinygrad.helpers import BEAM
+        BEAM.value = args.beam
+    names = list(CONFIGS) if args.config == "all" else [args.config]
+    log = lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
+    log(f"Device: {describe_device(device)}{f', BEAM={args.beam}' if args.beam else ''}; "
+        f"{args.steps} timed steps per run, median reported")
+    results, generation = [], []
+    for name in names:
+        rows = bench_config(name, args.steps, args.compare, log=log)
+        results += rows
+        if not args.json:
+            eager = next((r.tokens_per_s for r in rows if r.impl == "torch-eager"), None)
+            log("  ".join(c.ljust(w) for c, w in zip(COLUMNS, WIDTHS)).rstrip())
+            for r in rows:
+                log(table_line(r, eager))
+        if args.gen_tokens:
+            generation += generation_results(name, args.gen_tokens)
+            if not args.json:
+                cached, plain = generation[-2:]
+                log(f"  generation, {args.gen_tokens} new tokens: {cached['tokens_per_s']:,.0f} tokens/s with the KV cache, "
+                    f"{plain['tokens_per_s']:,.0f} recomputing ({cached['tokens_per_s'] / plain['tokens_per_s']:.1f}x)"
+                    + (" (the window slides past the context, refilling the cache)" if cached["slides"] else ""))
+    if args.json:
+        print(json.dumps({"machine": machine_info(device), "results": [r.to_dict() for r in results],
+                          "generation": generation}, indent=2))
+    return 0
