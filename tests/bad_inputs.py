@@ -37,6 +37,8 @@ def make_bad_inputs(root: Path) -> None:
     copy_with(root, "ckpt-garbage-tokenizer", lambda p: (p / TOKENIZER_FILE).write_text('{"hello": 1}'))
     copy_with(root, "ckpt-no-tokenizer", lambda p: (p / TOKENIZER_FILE).unlink())
     copy_with(root, "ckpt-garbage-state", lambda p: (p / STATE_FILE).write_text("[1, 2]"))
+    (root / "run").mkdir()
+    shutil.copytree(root / "ckpt", root / "run" / "checkpoint")    # an --out that already holds a checkpoint
     (root / "not-a-checkpoint").mkdir()
     (root / "empty.txt").write_bytes(b"")
     (root / "binary.bin").write_bytes(bytes(range(256)) * 4)
