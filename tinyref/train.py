@@ -450,8 +450,9 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
             out_t = step_fn(Tensor(x.reshape(shape), dtype=dtypes.int32), Tensor(y.reshape(shape), dtype=dtypes.int32),
                             Tensor([lr], dtype=dtypes.float32))
             loss, norm = out_t.tolist()                                          # the one host sync per step
-            if not math.isfinite(loss):
-                raise TrainingError(f"training diverged at step {step + 1} (loss {loss}); the last checkpoint in "
+            if not (math.isfinite(loss) and math.isfinite(norm)):     # raised before this step is ever saved
+                raise TrainingError(f"training diverged at step {step + 1} (loss {loss}, gradient norm {norm}); "
+                                    f"the last checkpoint in "
                                     f"{ckpt_out} is kept: lower --lr" + (", or --loss-scale" if o.dtype == "float16" else ""))
             if step + 1 == timed_from:
                 t0 = time.perf_counter()
