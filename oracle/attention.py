@@ -1,4 +1,6 @@
 """Causal multi-head self-attention (and the softmax inside it), forward and backward."""
+import math
+
 import numpy as np
 
 from .linear import linear_backward, linear_forward
@@ -26,7 +28,7 @@ def attention_forward(x, p, n_heads):
     qkv, c_attn = linear_forward(x, {"weight": p["c_attn.weight"], "bias": p["c_attn.bias"]})   # F1: (B, T, 3C)
     q, k, v = np.split(qkv, 3, axis=-1)                                  # F2: 3 x (B, T, C), [q | k | v]
     q, k, v = [t.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]   # F3: (B, H, T, hd)
-    scale = 1.0 / np.sqrt(hd)
+    scale = 1.0 / math.sqrt(hd)                                         # a Python float: keeps x's dtype
     scores = (q @ k.transpose(0, 1, 3, 2)) * scale                       # F4: (B, H, T, T)
     future = np.triu(np.ones((T, T), dtype=bool), k=1)                   # position t must not see s > t
     masked = np.where(future, -np.inf, scores)                           # F5

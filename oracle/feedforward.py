@@ -1,9 +1,11 @@
 """GELU (tanh approximation) and the position-wise feed-forward network, forward and backward."""
+import math
+
 import numpy as np
 
 from .linear import linear_backward, linear_forward
 
-GELU_C = np.sqrt(2.0 / np.pi)
+GELU_C = math.sqrt(2.0 / math.pi)   # a Python float, so float32 inputs stay float32
 
 
 # --8<-- [start:gelu]

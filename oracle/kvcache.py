@@ -6,6 +6,8 @@ cache, which holds exactly the positions 0..t the token may see (so no mask is n
 only from the oracle's own component functions, so its agreement with ``gpt_forward`` is a
 statement about the cache, not about a second copy of the model.
 """
+import math
+
 import numpy as np
 
 from .attention import softmax_forward
@@ -16,10 +18,11 @@ from .model import gpt_forward
 from .params import sub_params
 
 
-def empty_cache(cfg):
-    """One {"k", "v"} pair of (H, 0, hd) arrays per layer: no position seen yet."""
+def empty_cache(cfg, dtype=np.float64):
+    """One {"k", "v"} pair of (H, 0, hd) arrays of ``dtype`` per layer: no position seen yet."""
     hd = cfg.d_model // cfg.n_heads
-    return [{"k": np.zeros((cfg.n_heads, 0, hd)), "v": np.zeros((cfg.n_heads, 0, hd))} for _ in range(cfg.n_layers)]
+    return [{"k": np.zeros((cfg.n_heads, 0, hd), dtype), "v": np.zeros((cfg.n_heads, 0, hd), dtype)}
+            for _ in range(cfg.n_layers)]
 
 
 # --8<-- [start:decode_step]
@@ -35,7 +38,7 @@ def decode_step(token, params, cfg, cache):
         q, k, v = [u.reshape(H, 1, hd) for u in np.split(qkv, 3)]                      # (H, 1, hd) each
         layer["k"] = np.concatenate([layer["k"], k], axis=1)                           # (H, t+1, hd): positions 0..t
         layer["v"] = np.concatenate([layer["v"], v], axis=1)
-        scores = q @ layer["k"].transpose(0, 2, 1) / np.sqrt(hd)                       # (H, 1, t+1): no future in the cache
+        scores = q @ layer["k"].transpose(0, 2, 1) / math.sqrt(hd)                     # (H, 1, t+1): no future in the cache
         att, _ = softmax_forward(scores)
         y = (att @ layer["v"]).reshape(C)                                              # (C,): heads side by side
         out, _ = linear_forward(y, sub_params(p, "attn.c_proj."))
@@ -57,10 +60,10 @@ def incremental_logits(tokens, params, cfg, step=decode_step):
     once ``context_length`` tokens are cached the cache is rebuilt from the last context_length - 1
     tokens before the next one goes in (``step`` is replaceable to test the test).
     """
-    T, out, cache = cfg.context_length, [], empty_cache(cfg)
+    T, out, cache = cfg.context_length, [], empty_cache(cfg, params["wte.weight"].dtype)
     for i, token in enumerate(tokens):
         if cache[0]["k"].shape[1] == T:                                  # full: slide by one
-            cache = empty_cache(cfg)
+            cache = empty_cache(cfg, params["wte.weight"].dtype)
             for earlier in tokens[i - T + 1:i]:
                 _, cache = step(earlier, params, cfg, cache)
         logits, cache = step(token, params, cfg, cache)

@@ -51,7 +51,7 @@ def clip_grad_norm(grads, max_norm):
     norm = sqrt(sum over every parameter of sum(g^2)); scale = min(1, max_norm / (norm + 1e-6)).
     """
     norm = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values()))
-    scale = min(1.0, max_norm / (norm + 1e-6))
+    scale = min(1.0, float(max_norm / (norm + 1e-6)))              # a Python float: keeps each g's dtype
     return {k: g * scale for k, g in grads.items()}, float(norm)
 # --8<-- [end:clip]
 

@@ -22,3 +22,26 @@ def test_importing_every_oracle_module_loads_no_tinygrad_or_tinyref():
 def test_the_import_probe_sees_tinygrad_when_it_is_imported():
     """Negative control: the same probe reports tinygrad once something does import it."""
     assert "'tinygrad'" in imported_after("tinygrad")
+
+
+def test_the_oracle_computes_in_the_dtype_it_is_given():
+    """float32 weights and inputs give float32 logits, gradients, AdamW updates and cached decoding:
+    no float64 constant promotes the computation behind the caller's back."""
+    import numpy as np
+
+    import oracle
+    from helpers import TIED, as_namespace
+    cfg = as_namespace(TIED)
+    rng = np.random.default_rng(0)
+    params = {k: v.astype(np.float32) for k, v in oracle.init_params(cfg, rng).items()}
+    idx = rng.integers(0, cfg.vocab_size, (2, 5))
+    logits, cache = oracle.gpt_forward(idx, params, cfg)
+    _, lcache = oracle.cross_entropy_forward(logits, idx)
+    grads = oracle.gpt_backward(oracle.cross_entropy_backward(lcache), cache)
+    clipped, _ = oracle.clip_grad_norm(grads, 0.1)
+    stepped, _ = oracle.adamw_step(params, clipped, None, lr=1e-2)
+    decoded = oracle.incremental_logits(list(idx[0]), params, cfg)
+    produced = {"logits": logits, "decoded": decoded, **{f"grad {k}": g for k, g in grads.items()},
+                **{f"clipped {k}": g for k, g in clipped.items()}, **{f"adamw {k}": p for k, p in stepped.items()}}
+    promoted = sorted(name for name, a in produced.items() if a.dtype != np.float32)
+    assert not promoted, f"computed in another dtype than float32: {promoted}"
