@@ -51,3 +51,11 @@ def test_from_dict_round_trips_and_rejects_unknown_fields():
         GPTConfig.from_dict({**cfg.to_dict(), "n_embd": 8})
     with pytest.raises(ConfigError, match="must be a JSON object"):
         GPTConfig.from_dict([1, 2])
+
+
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
+    import numpy as np
+    cfg = GPTConfig(vocab_size=np.int64(11), d_model=np.int32(8), n_heads=np.int64(2), d_ff=np.uint16(12),
+                    layer_norm_eps=np.float32(1e-3))
+    assert (cfg.vocab_size, cfg.d_model, cfg.d_ff) == (11, 8, 12) and type(cfg.vocab_size) is int
+    assert type(cfg.layer_norm_eps) is float and cfg == GPTConfig.from_dict(cfg.to_dict())

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
 
 
-def _require_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def _positive_int(name: str, value) -> int:
+    """``value`` as a plain int (NumPy integers welcome), or ConfigError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 # --8<-- [start:config]
@@ -28,17 +31,18 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
-            _require_positive_int(name, getattr(self, name))
+            setattr(self, name, _positive_int(name, getattr(self, name)))
         if self.d_model % self.n_heads != 0:
             raise ConfigError(
                 f"GPTConfig.n_heads={self.n_heads} must divide d_model={self.d_model}: "
                 f"choose n_heads among {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}")
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
-        _require_positive_int("d_ff", self.d_ff)
+        self.d_ff = _positive_int("d_ff", self.d_ff)
         eps = self.layer_norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps <= 0:
             raise ConfigError(f"GPTConfig.layer_norm_eps must be a finite number > 0, got {eps!r}")
+        self.layer_norm_eps = float(eps)
         if not isinstance(self.tie_embeddings, bool):
             raise ConfigError(f"GPTConfig.tie_embeddings must be True or False, got {self.tie_embeddings!r}")
 

@@ -19,12 +19,15 @@ def decayed_keys(model) -> list[str]:
 def make_optimizer(model, lr: float, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
     """tinygrad AdamW over every parameter; with weight_decay > 0, two groups so that only matrices decay."""
     state = get_state_dict(model)
+
+    def adamw(params, decay_rate):   # fused=False even under FUSE_OPTIM: one m and v per parameter, as checkpoints store
+        return AdamW(params, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=decay_rate, fused=False)
+
     if weight_decay == 0.0:
-        return AdamW(list(state.values()), lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=0.0)
+        return adamw(list(state.values()), 0.0)
     decay = set(decayed_keys(model))
-    return OptimizerGroup(
-        AdamW([t for k, t in state.items() if k in decay], lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
-        AdamW([t for k, t in state.items() if k not in decay], lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=0.0))
+    return OptimizerGroup(adamw([t for k, t in state.items() if k in decay], weight_decay),
+                          adamw([t for k, t in state.items() if k not in decay], 0.0))
 # --8<-- [end:optimizer]
 
 
