@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .errors import DataError
+from .data import iter_text
 from .evaluation import evaluate
 from .generate_cli import add_checkpoint_arguments, open_checkpoint
 
@@ -15,18 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows of context_length tokens per batch (default 8)")
 
 
-def read_text(path: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"--data {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read --data {path} as UTF-8 text: {e}") from None
-    return text
-
-
 def run(args: argparse.Namespace) -> int:
-    text = read_text(args.data)
+    text = "".join(iter_text(args.data))          # the same checks and messages as tinyref train --data
     ckpt = open_checkpoint(args)
     result = evaluate(ckpt.model, ckpt.tokenizer.encode(text), args.batch_size, progress=True)
     print(f"tokens predicted: {result['tokens']} in {result['windows']} windows of {ckpt.config.context_length}")
