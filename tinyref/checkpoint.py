@@ -215,10 +215,6 @@ class Checkpoint:
     tokenizer: Tokenizer | None
     state: dict = field(default_factory=dict)
 
-    @property
-    def has_optimizer(self) -> bool:
-        return (self.path / OPTIMIZER_FILE).exists()
-
     def restore_optimizer(self, optimizer) -> None:
         """Copy the saved AdamW state into ``optimizer``, which must be built over ``self.model``'s
         parameters with the same groups (same weight-decay setting) as the one that was saved."""

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None, help="sequences per (micro-)batch (demo 8, --data 16)")
     g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (demo 5e-3, --data peak 1e-3)")
     g.add_argument("--seed", type=int, default=None, help="seed for weights and data order (default 0)")
-    g.add_argument("--device", default=None, help="tinygrad device: CPU, CPU:LLVM, CPU:X86, CL, PYTHON, CUDA, ... (default: tinygrad's choice)")
+    g.add_argument("--device", default=None, help="tinygrad device: CPU, CPU:LLVM, CPU:X86, CL, PYTHON, CUDA, ... (default: DEV, else a GPU, else CPU)")
     g = p.add_argument_group("demo only")
     g.add_argument("--epochs", type=int, default=None, help="passes over the demo data (default 30)")
     g = p.add_argument_group("real data (--data FILE or --resume DIR; unset flags of a resumed run keep their saved values)")
