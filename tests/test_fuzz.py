@@ -23,6 +23,7 @@ from tinyref.cli import build_parser
 from tinyref.config import GPTConfig
 from tinyref.errors import CheckpointError, ConfigError, TinyrefError
 from tinyref.tokenizer import tokenizer_from_json, train_tokenizer
+from tinyref.train_cli import demo_settings
 
 fuzz = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -169,9 +170,9 @@ def test_any_train_arguments_parse_or_fail_in_one_line(argv, capsys):
         err = capsys.readouterr().err
         assert e.code == 2 and err.startswith("tinyref: error: ") and err.count("\n") == 1, err
         return
+    demo = demo_settings(vars(args))          # what 'tinyref train' would build from these flags
     try:
-        GPTConfig(vocab_size=args.vocab_size, context_length=args.context_length, d_model=args.d_model,
-                  n_heads=args.n_heads, n_layers=args.n_layers, d_ff=args.d_ff)
+        GPTConfig(**{k: demo[k] for k in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff")})
     except ConfigError as e:
         assert "\n" not in str(e)
 

@@ -54,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--plot", metavar="FILE.png", help="draw train and validation loss to this PNG at the end")
 
 
+def demo_settings(values: dict) -> dict:
+    """The demo's keyword arguments: each flag given, else the demo's default."""
+    return {k: DEMO[k] if values[k] is None else values[k] for k in DEMO}
+
+
 def run(args: argparse.Namespace) -> int:
     values = vars(args)
     if args.data is None and args.resume is None:
@@ -61,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if extra:
             raise UsageError(f"{', '.join(extra)} need --data FILE (or --resume DIR); without them "
                              "'tinyref train' runs the demo")
-        demo = {k: DEMO[k] if values[k] is None else values[k] for k in DEMO}
-        train_next_word_predictor(**demo, device=args.device)
+        train_next_word_predictor(**demo_settings(values), device=args.device)
         return 0
     if args.epochs is not None:
         raise UsageError("--epochs is the demo's; with --data give --steps (optimizer steps)")
