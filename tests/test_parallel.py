@@ -60,7 +60,7 @@ def runs():
                one_device_grads=loss_and_gradients(single, *tokens(x, y)),
                sharded_grads=loss_and_gradients(sharded, *shard_batch(devices, *tokens(x, y))))
     step = make_train_step(sharded, make_optimizer(sharded, weight_decay=ADAMW_DECAY, **ADAMW_HYPER))
-    for xb, yb in batches:      # 3 steps: the JIT's first run, its capture, and a replay
+    for xb, yb in batches:      # 3 steps: the JIT's capture (make_train_step captures on the first call) and two replays
         step(*shard_batch(devices, *tokens(xb, yb)))
     out["sharded_after"] = {k: t.numpy().astype(np.float64) for k, t in get_state_dict(sharded).items()}
     return out

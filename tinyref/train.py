@@ -442,7 +442,7 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
 
     with metrics_file, tqdm(total=o.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True) as bar:
         say = bar.write if progress else log
-        timed_from, timed_tokens, t0 = start + 2, 0, time.perf_counter()   # the first two steps compile
+        timed_from, timed_tokens, t0 = start + 2, 0, time.perf_counter()   # step 1 compiles and captures the jit; time from step 3
         for step in range(start, o.steps):
             lr = lr_at(step, o.lr, o.warmup_steps, o.decay_steps, o.lr_schedule, o.min_lr)
             x, y = sampler.sample(o.accum_steps * o.batch_size)                 # (k*B, T)
