@@ -35,7 +35,7 @@ def test_bench_json_schema():
                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert {"date", "cpu", "cores", "device", "tinygrad"} <= set(report["machine"])
+    assert {"date", "cpu", "cores", "device", "tinygrad", "tinygrad_env", "beam", "load_average"} <= set(report["machine"])
     [row] = report["results"]
     assert set(row) >= {"impl", "config", "ms_per_step", "tokens_per_s", "warmup_s", "peak_mem_mb"}
     assert (row["impl"], row["config"]) == ("tinyref", "S") and row["impl"] in IMPLS
@@ -54,6 +54,16 @@ def test_compare_without_torch_is_a_one_line_error():
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tinyref: error: ") and "pip install 'tinyref[bench]'" in lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--threads=0", "--threads=-2", "--beam=-1"])
+def test_bad_bench_flag_is_a_one_line_usage_error(flag):
+    """Rejected before any kernel is built: exit status 2 and one line naming the flag."""
+    out = subprocess.run([sys.executable, "-m", "tinyref", "bench", "--compare", flag], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinyref: error: ") and flag.split("=")[0] in lines[0]
 
 
 def torch_vs_oracle(cfg, bt, seed=0):

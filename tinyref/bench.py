@@ -215,6 +215,11 @@ def generation_results(name: str, new_tokens: int) -> list[dict]:
     return rows
 
 
+def tinygrad_env() -> dict[str, str]:
+    """The tinygrad switches that change speed and were set for this run (HCQ2=1: batched CPU kernel launches)."""
+    return {k: os.environ[k] for k in ("HCQ2", "BEAM", "JIT", "NUM_CPU_THREADS") if k in os.environ}
+
+
 def machine_info(device: str) -> dict:
     """Where and when the figures were taken (the load average says how busy the shared machine was)."""
     from importlib.metadata import version
@@ -229,7 +234,8 @@ def machine_info(device: str) -> dict:
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu,
             "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "tinygrad": version("tinygrad"),
-            "device": describe_device(device), "load_average": [round(v, 2) for v in os.getloadavg()]}
+            "device": describe_device(device), "load_average": [round(v, 2) for v in os.getloadavg()],
+            "tinygrad_env": tinygrad_env()}
     if torch_available():
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())

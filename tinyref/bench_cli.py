@@ -23,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true",
                    help="also time PyTorch eager, torch.compile and the NumPy oracle on the same weights and data "
                         "(needs the bench extra: pip install 'tinyref[bench]')")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads PyTorch may use with --compare (default: PyTorch's own choice, recorded in the JSON's "
+                        "machine info). tinygrad's CPU backend runs each kernel on one thread, so --threads 1 compares "
+                        "like with like")
     p.add_argument("--device", default=None, help="tinygrad device for tinyref (default: tinyref's choice, see 'tinyref check')")
     p.add_argument("--beam", type=int, default=0, metavar="N",
                    help="search N kernel variants per kernel (tinygrad BEAM) and cache the winners on disk, so "
@@ -45,18 +49,26 @@ def table_line(r, eager_tokens_per_s) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_positive("--steps", args.steps)
+    if args.threads is not None:
+        check_positive("--threads", args.threads)
     if args.beam < 0 or args.gen_tokens < 0:
         raise UsageError("--beam and --gen-tokens must be integers >= 0")
     if args.compare and not torch_available():
         raise UsageError(TORCH_MISSING)
     device = select_device(args.device)
+    torch_threads = ""
+    if args.compare:
+        import torch
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        torch_threads = f"; PyTorch threads: {torch.get_num_threads()}"
     if args.beam:
         from tinygrad.helpers import BEAM
         BEAM.value = args.beam
     names = list(CONFIGS) if args.config == "all" else [args.config]
     log = lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
     log(f"Device: {describe_device(device)}{f', BEAM={args.beam}' if args.beam else ''}; "
-        f"{args.steps} timed steps per run, median reported")
+        f"{args.steps} timed steps per run, median reported{torch_threads}")
     results, generation = [], []
     for name in names:
         rows = bench_config(name, args.steps, args.compare, log=log)
@@ -74,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
                     f"{plain['tokens_per_s']:,.0f} recomputing ({cached['tokens_per_s'] / plain['tokens_per_s']:.1f}x)"
                     + (" (the window slides past the context, refilling the cache)" if cached["slides"] else ""))
     if args.json:
-        print(json.dumps({"machine": machine_info(device), "results": [r.to_dict() for r in results],
+        print(json.dumps({"machine": {**machine_info(device), "beam": args.beam}, "results": [r.to_dict() for r in results],
                           "generation": generation}, indent=2))
     return 0
