@@ -13,7 +13,8 @@ from tinygrad.nn.state import get_state_dict
 import oracle
 from tinyref import GPTConfig, GPTStyleTransformer, cross_entropy
 from tinyref.optim import decayed_keys, make_optimizer
-from tinyref.tolerances import FINITE_DIFFERENCE, FINITE_DIFFERENCE_STEP, FLOAT32, FLOAT32_GRAD, Mismatch, compare
+from tinyref.tolerances import (FINITE_DIFFERENCE, FINITE_DIFFERENCE_STEP, FLOAT32, FLOAT32_GRAD, MIN_VISIBLE_CHANGE, Mismatch,
+                                compare)
 from tinyref.train import make_train_step
 
 # tinygrad compiles a new kernel set for every new shape (15-40 s each on a 2-core CPU), so the
@@ -254,6 +255,16 @@ def causality_violation(forward, idx: np.ndarray, j: int, new_token: int) -> str
     if not np.array_equal(before[:, :j], after[:, :j]):
         t = int(np.argwhere(before[:, :j] != after[:, :j])[0][1])
         return f"changing token {j} changed the output at earlier position {t}"
-    if np.abs(before[:, j] - after[:, j]).max() < 1e-7:
+    if np.abs(before[:, j] - after[:, j]).max() < MIN_VISIBLE_CHANGE:
         return f"changing token {j} did not change the output at position {j}"
     return None
+
+
+def batch_permutation_mismatches(forward, idx: np.ndarray, perm, tol=FLOAT32) -> list[Mismatch]:
+    """Rows of a batch are independent sequences: running them permuted must permute the output."""
+    return [m for m in [compare("logits of the permuted batch", forward(idx[perm]), forward(idx)[perm], tol)] if m]
+
+
+def prefix_mismatches(forward, idx: np.ndarray, t: int, tol=FLOAT32) -> list[Mismatch]:
+    """A causal model's outputs on the first t tokens are the first t outputs of the whole sequence."""
+    return [m for m in [compare(f"logits of the {t}-token prefix", forward(idx[:, :t]), forward(idx)[:, :t], tol)] if m]

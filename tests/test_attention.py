@@ -9,6 +9,7 @@ import oracle
 from helpers import tinygrad_examples, assert_no_mismatch, component_mismatches, float32_exact, load_params, oracle_component_fd
 from strategies import seeds
 from tinyref import MultiHeadSelfAttention
+from tinyref.tolerances import PROBABILITY_SUM
 
 
 def attention_params(rng, C, scale=0.5):
@@ -71,7 +72,7 @@ def test_attention_rows_are_distributions_with_exact_zeros_above_the_diagonal(se
         assert (att[..., future] == 0.0).all(), f"{name}: attention above the diagonal is not exactly zero"
         assert (att >= 0).all(), f"{name}: negative attention weight {att.min()}"
         worst = np.abs(att.sum(-1) - 1).max()
-        assert worst < 1e-5, f"{name}: a row sums to 1 +- {worst}"
+        assert worst < PROBABILITY_SUM, f"{name}: a row sums to 1 +- {worst}"
 # --8<-- [end:test_rows]
 
 

@@ -1,7 +1,8 @@
 """Negative controls: plant each classic bug in a copy of the computation and show the agreement checks catch it.
 
 The checks are the very functions the agreement tests call (helpers.component_mismatches,
-model_mismatches, adamw_mismatches, causality_violation, finite_difference checks). Each bug goes
+model_mismatches, adamw_mismatches, causality_violation, batch_permutation_mismatches,
+prefix_mismatches, finite_difference checks, test_loss.cross_entropy_mismatches). Each bug goes
 into a copy of an oracle function, swapped in with monkeypatch, so no new tinygrad kernels compile:
 the tinyref side is the real, correct code, and the checks must report the planted difference.
 """
@@ -15,8 +16,9 @@ import oracle.attention
 import oracle.block
 import oracle.feedforward
 import oracle.model
-from helpers import (TIED, TIED_BT, adamw_mismatches, as_namespace, causality_violation, component_mismatches,
-                     model_mismatches, oracle_component_fd, random_inputs)
+from helpers import (TIED, TIED_BT, adamw_mismatches, as_namespace, batch_permutation_mismatches, causality_violation,
+                     component_mismatches, finite_difference_mismatches, model_mismatches, oracle_component_fd,
+                     prefix_mismatches, random_inputs)
 from test_attention import attention_params
 from test_feedforward import Gelu
 from test_layernorm import layernorm_case
@@ -35,6 +37,8 @@ def attention_forward_with_bug(bug):
         q, k, v = np.split(qkv, 3, axis=-1)
         if bug == "heads split along the wrong axis":
             q, k, v = [t.reshape(B, T, hd, H).transpose(0, 3, 1, 2) for t in (q, k, v)]
+        elif bug == "batch and time axes swapped in the head split":
+            q, k, v = [t.reshape(T, B, H, hd).transpose(1, 2, 0, 3) for t in (q, k, v)]
         else:
             q, k, v = [t.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]
         if bug == "q and k swapped":
@@ -46,14 +50,15 @@ def attention_forward_with_bug(bug):
             scores = np.where(future, -np.inf, scores)
         att, _ = oracle.softmax_forward(scores)
         merged = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
-        out = merged @ p["c_proj.weight"].T + p["c_proj.bias"]
+        w_proj = p["c_proj.weight"] if bug == "c_proj weight transposed" else p["c_proj.weight"].T
+        out = merged @ w_proj + p["c_proj.bias"]
         _, cache = REAL_ATTENTION_FORWARD(x, p, n_heads)   # backward is not what is tested here
         return out, cache
     return forward
 
 
 ATTENTION_BUGS = ["mask removed", "mask off by one", "scale 1/hd instead of 1/sqrt(hd)",
-                  "heads split along the wrong axis", "q and k swapped"]
+                  "heads split along the wrong axis", "q and k swapped", "c_proj weight transposed"]
 
 
 @pytest.mark.parametrize("bug", ATTENTION_BUGS)
@@ -137,9 +142,7 @@ def test_model_check_catches_a_dropped_tied_embedding_gradient(monkeypatch):
         V, C = cache["head"].shape
         grads["wte.weight"] = grads["wte.weight"] - dlogits.reshape(-1, V).T @ cache["xf"].reshape(-1, C)
         return grads
-    monkeypatch.setattr(oracle, "gpt_backward", backward_without_head_share)
-    import helpers
-    monkeypatch.setattr(helpers.oracle, "gpt_backward", backward_without_head_share)
+    monkeypatch.setattr(oracle, "gpt_backward", backward_without_head_share)   # helpers.oracle is this same module
     cfg = as_namespace(TIED)
     rng = np.random.default_rng(5)
     params = oracle.init_params(cfg, rng)
@@ -172,3 +175,110 @@ def test_finite_difference_check_catches_a_wrong_backward_line(monkeypatch):
         return dx, oracle.layernorm_backward(dout, cache)[1]
     found = oracle_component_fd(oracle.layernorm_forward, layernorm_backward_without_mean_term, x, params, dout, 1e-5)
     assert [m.name for m in found] == ["dx (finite differences)"]
+
+
+def test_finite_difference_check_catches_a_wrong_sign():
+    """The check test_loss.py runs on the oracle: cross-entropy backward adding the one-hot instead of subtracting it."""
+    rng = np.random.default_rng(7)
+    logits, targets = rng.standard_normal((2, 3, 5)) * 3, rng.integers(0, 5, (2, 3))
+
+    def cross_entropy_backward_with_wrong_sign(cache):
+        probs, t, shape = cache
+        dz = probs.copy()
+        dz[np.arange(len(t)), t] += 1.0                                # BUG: += instead of -=
+        return (dz / len(t)).reshape(shape)
+    dlogits = cross_entropy_backward_with_wrong_sign(oracle.cross_entropy_forward(logits, targets)[1])
+    found = finite_difference_mismatches(lambda: oracle.cross_entropy_forward(logits, targets)[0],
+                                         {"logits": logits}, {"logits": dlogits})
+    assert [m.name for m in found] == ["dlogits (finite differences)"]
+
+
+def cross_entropy_forward_with_bug(bug):
+    """A copy of oracle.cross_entropy_forward's math with one planted bug, returning the real cache layout."""
+    def forward(logits, targets):
+        B, T, V = logits.shape
+        z = logits.reshape(B * T, V)
+        z = z - z.max(-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        t = np.asarray(targets).reshape(B * T)
+        if bug == "targets off by one":
+            t = (t + 1) % V
+        picked = -logp[np.arange(B * T), t]
+        loss = picked.sum() if bug == "sum instead of mean" else picked.mean()
+        return float(loss), (np.exp(logp), t, logits.shape)
+    return forward
+
+
+@pytest.mark.parametrize("bug, caught", [("sum instead of mean", {"loss"}), ("targets off by one", {"loss", "dlogits"})])
+def test_cross_entropy_check_catches(bug, caught):
+    from test_loss import cross_entropy_case, cross_entropy_mismatches
+    found = cross_entropy_mismatches(*cross_entropy_case(8), forward=cross_entropy_forward_with_bug(bug))
+    assert {m.name for m in found} == caught, f"the cross-entropy check missed: {bug}"
+
+
+def embedding_forward_with_bug(bug):
+    """A copy of oracle.embedding_forward with one planted bug (T < context_length, so wpe[1:T+1] exists)."""
+    def forward(idx, p):
+        wte, wpe = p["wte.weight"], p["wpe.weight"]
+        T = idx.shape[1]
+        if bug == "positions shifted by one":
+            out = wte[idx] + wpe[1:T + 1]
+        elif bug == "positional embedding dropped":
+            out = wte[idx]
+        else:
+            out = wte[idx] + wpe[:T]
+        return out, (idx, wte.shape, wpe.shape)
+    return forward
+
+
+@pytest.mark.parametrize("bug", ["positions shifted by one", "positional embedding dropped"])
+def test_embedding_check_catches(bug):
+    from test_embedding import Embeddings, embedding_case
+    idx, params, dout = embedding_case(np.random.default_rng(9), 11, 8, 16, 2, 5)   # the agreement test's T=5 shape
+    found = component_mismatches(Embeddings(11, 8, 16), embedding_forward_with_bug(bug), oracle.embedding_backward,
+                                 params, idx, dout, x_is_tokens=True)
+    assert [m.name for m in found] == ["out"], f"the embedding check missed: {bug}"
+
+
+def feedforward_forward_with_bug(bug):
+    """A copy of oracle.feedforward_forward's math with one planted bug, returning the real cache layout."""
+    def forward(x, p):
+        h = x @ p["c_fc.weight"].T + (0.0 if bug == "c_fc bias dropped" else p["c_fc.bias"])
+        a = np.maximum(h, 0.0) if bug == "ReLU instead of GELU" else oracle.gelu_forward(h)[0]
+        out = a @ p["c_proj.weight"].T + p["c_proj.bias"]
+        return out, oracle.feedforward_forward(x, p)[1]
+    return forward
+
+
+@pytest.mark.parametrize("bug", ["c_fc bias dropped", "ReLU instead of GELU"])
+def test_feedforward_check_catches(bug):
+    from test_feedforward import ffn_params
+    from tinyref import PositionWiseFeedForward
+    rng = np.random.default_rng(10)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+    found = component_mismatches(PositionWiseFeedForward(16, 24), feedforward_forward_with_bug(bug),
+                                 oracle.feedforward_backward, ffn_params(rng, 16, 24, 0.3), x, dout)
+    assert any(m.name == "out" for m in found), f"the feed-forward check missed: {bug}"
+
+
+def test_batch_permutation_property_catches_rows_mixed_in_attention(monkeypatch):
+    """The check test_properties.py runs on tinyref, on an oracle whose head split reads (B, T) as (T, B)."""
+    cfg = as_namespace(TIED)
+    rng = np.random.default_rng(11)
+    params = oracle.init_params(cfg, rng)
+    idx = rng.integers(0, cfg.vocab_size, TIED_BT)
+    idx[1] = idx[0][::-1]
+    monkeypatch.setattr(oracle.block, "attention_forward", attention_forward_with_bug("batch and time axes swapped in the head split"))
+    found = batch_permutation_mismatches(lambda i: oracle.gpt_forward(i, params, cfg)[0], idx, [1, 0])
+    assert [m.name for m in found] == ["logits of the permuted batch"]
+
+
+def test_prefix_property_catches_a_non_causal_model(monkeypatch):
+    """The check test_properties.py runs on tinyref, on an oracle without the causal mask."""
+    cfg = as_namespace(TIED)
+    rng = np.random.default_rng(12)
+    params = oracle.init_params(cfg, rng)
+    idx = rng.integers(0, cfg.vocab_size, TIED_BT)
+    monkeypatch.setattr(oracle.block, "attention_forward", attention_forward_with_bug("mask removed"))
+    found = prefix_mismatches(lambda i: oracle.gpt_forward(i, params, cfg)[0], idx, 5)
+    assert [m.name for m in found] == ["logits of the 5-token prefix"]

@@ -27,7 +27,7 @@ from tinyref.check import round_to
 from tinyref.checkpoint import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from tinyref.devices import dtype_support
 from tinyref.optim import decayed_keys, lr_at, make_optimizer
-from tinyref.tolerances import FLOAT32_GRAD, compare, mixed_precision_grad
+from tinyref.tolerances import FLOAT32_GRAD, LR_SCHEDULE_ATOL, LR_SCHEDULE_RTOL, compare, mixed_precision_grad
 from tinyref.train import DEFAULT_LOSS_SCALE, TrainOptions, TrainStep, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ schedules = st.fixed_dictionaries(dict(
 def schedule_mismatch(impl, case) -> str | None:
     want = oracle.lr_at(**case)
     got = impl(**case)
-    return None if math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-18) else f"{case}: {got!r} != oracle {want!r}"
+    return None if math.isclose(got, want, rel_tol=LR_SCHEDULE_RTOL, abs_tol=LR_SCHEDULE_ATOL) else f"{case}: {got!r} != oracle {want!r}"
 
 
 @given(case=schedules)

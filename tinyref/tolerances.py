@@ -52,6 +52,42 @@ FINITE_DIFFERENCE_STEP = 1e-6
 FINITE_DIFFERENCE = Tolerance(rtol=1e-6, atol=1e-6, floor=2e-8, why="float64 central differences, h=1e-6")
 
 
+# Single-purpose thresholds of the property tests. Plain numbers, used with NumPy's or math's own
+# comparisons (absolute atol, not scaled like a Tolerance's), each with what it must tell apart.
+
+# The oracle run twice in float64 on rearranged inputs (batch rows permuted, or only a prefix of
+# the sequence): the same operations on the same numbers, but NumPy's BLAS may block a matmul of
+# another shape differently, so sums can round in another order: ~1e-16 relative, a few ulps. Used
+# as both rtol and atol (np.testing.assert_allclose) on logits of size ~1: 1e-12 leaves 1e4x
+# headroom, while a model that mixes batch rows or lets position t see t + 1 moves logits by O(0.1).
+FLOAT64_REARRANGED = 1e-12
+
+# Each attention row (tinyref in float32, the oracle in float64) must sum to 1. float32 softmax over
+# 8 positions: exp, a length-8 sum and a division each round by <= 6e-8, so the row sum is off by
+# ~8 * 6e-8 = 5e-7 at worst; 1e-5 leaves 20x headroom. A row left unnormalised, or the mask
+# applied after the softmax (dropping the future's share), misses 1 by O(0.1).
+PROBABILITY_SUM = 1e-5
+
+# The key bias's gradient is exactly zero in exact arithmetic (softmax ignores a per-row shift).
+# In the float64 oracle it is the rounding residue of softmax backward's row sums: measured at most
+# 1.4e-15 of the largest c_attn.bias gradient (TIED, 20 seeds). 1e-12 of that scale leaves ~700x
+# headroom; a softmax backward that forgets to subtract the row's weighted mean leaves O(1) there.
+KEY_BIAS_GRADIENT_ZERO = 1e-12
+
+# Causality's second half: changing token j must visibly change the output at position j (else
+# the model ignores its own token, e.g. a mask shifted the other way). A model that ignores it
+# computes bit-identical logits there (difference exactly 0); a real change of token moved them by
+# at least 0.41 (oracle, TIED, 20 seeds x 8 positions). 1e-7 is above zero and ~4e6x below that.
+MIN_VISIBLE_CHANGE = 1e-7
+
+# The learning-rate schedule, tinyref.optim.lr_at vs oracle.lr_at: both pure Python float64 on the
+# same formula (cos, a division), so results differ by a few ulps at most (~1e-16 relative). 1e-12
+# relative leaves 1e4x headroom; an off-by-one warmup step changes lr by >= 1/warmup_steps (1e-2
+# or more). The absolute 1e-18 only lets through lr values that both sides compute as ~0 (min_lr 0
+# at the end of a cosine), where a relative test is meaningless.
+LR_SCHEDULE_RTOL, LR_SCHEDULE_ATOL = 1e-12, 1e-18
+
+
 @dataclass
 class Mismatch:
     """The worst element of a failed comparison, ready to print."""
