@@ -12,9 +12,10 @@ from tinygrad.nn.state import get_state_dict
 
 import oracle
 from tinyref import GPTConfig, GPTStyleTransformer, cross_entropy
+from tinyref.golden import PRESETS   # the golden vectors' configs are the suite's fixed tinygrad shapes
 from tinyref.optim import decayed_keys, make_optimizer
 from tinyref.tolerances import (FINITE_DIFFERENCE, FINITE_DIFFERENCE_STEP, FLOAT32, FLOAT32_GRAD, MIN_VISIBLE_CHANGE, Mismatch,
-                                compare)
+                                compare, round_to)
 from tinyref.train import make_train_step
 
 # tinygrad compiles a new kernel set for every new shape (15-40 s each on a 2-core CPU), so the
@@ -22,9 +23,10 @@ from tinyref.train import make_train_step
 # NumPy side. TIED covers d_ff != 4*d_model and several heads; UNTIED covers one head,
 # tie_embeddings=False and T < context_length.
 # --8<-- [start:shapes]
-TIED = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
+TIED = PRESETS["small"].config      # GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
 TIED_BT = (2, 8)
-UNTIED = GPTConfig(vocab_size=7, context_length=8, d_model=8, n_heads=1, n_layers=1, d_ff=16, tie_embeddings=False)
+UNTIED = PRESETS["untied"].config   # GPTConfig(vocab_size=7, context_length=8, d_model=8, n_heads=1, n_layers=1, d_ff=16,
+                                     #           tie_embeddings=False)
 UNTIED_BT = (2, 5)
 # --8<-- [end:shapes]
 
@@ -46,7 +48,7 @@ def float32_exact(a):
     comparisons measure computation error, not input quantisation."""
     if isinstance(a, dict):
         return {k: float32_exact(v) for k, v in a.items()}
-    return np.asarray(a).astype(np.float32).astype(np.float64)
+    return round_to(a, "float32")
 # --8<-- [end:float32_exact]
 
 

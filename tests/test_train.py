@@ -23,11 +23,10 @@ import oracle
 from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace, assert_no_mismatch, float32_exact, load_params,
                      oracle_forward_backward, random_inputs, trained_weight_mismatches)
 from tinyref import GPTStyleTransformer
-from tinyref.check import round_to
 from tinyref.checkpoint import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from tinyref.devices import dtype_support
 from tinyref.optim import decayed_keys, lr_at, make_optimizer
-from tinyref.tolerances import (FLOAT32_GRAD, FLOAT64, FLOAT64_REARRANGED, LR_SCHEDULE_ATOL, LR_SCHEDULE_RTOL, compare,
+from tinyref.tolerances import (FLOAT32_GRAD, round_to, FLOAT64, FLOAT64_REARRANGED, LR_SCHEDULE_ATOL, LR_SCHEDULE_RTOL, compare,
                                 mixed_precision_grad)
 from tinyref.train import DEFAULT_LOSS_SCALE, TrainOptions, TrainStep, train
 

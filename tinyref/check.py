@@ -19,10 +19,11 @@ import oracle
 
 from .config import GPTConfig
 from .devices import DTYPES, captured_stderr, dtype_support, failure_reason, normalize_device, probe_device, use_device
+from .golden import PRESETS
 from .loss import cross_entropy
 from .model import GPTStyleTransformer
 from .optim import decayed_keys, make_optimizer
-from .tolerances import FLOAT32, Mismatch, compare, max_error, tolerances_for
+from .tolerances import FLOAT32, Mismatch, compare, max_error, round_to, tolerances_for
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ CHECK_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_
 # PYTHON emulates every kernel in Python: the same structure at the smallest sizes that keep it.
 EMULATOR_CASE = CheckCase(GPTConfig(vocab_size=5, context_length=4, d_model=4, n_heads=2, n_layers=1, d_ff=6), 1, 3)
 # Thorough mode adds the suite's two-layer shape (several layers, tied head) on every device.
-THOROUGH_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24), 2, 8)
+THOROUGH_CASE = CheckCase(PRESETS["small"].config, 2, 8)
 # --8<-- [end:cases]
 
 # The optimizer step the check takes (decoupled weight decay on matrices only, as make_optimizer).
@@ -49,16 +50,6 @@ ADAMW = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
 
 def case_for(device: str) -> CheckCase:
     return EMULATOR_CASE if normalize_device(device) == "PYTHON" else CHECK_CASE
-
-
-def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
-    """``x`` rounded (to nearest even) to ``dtype`` and returned as float64, so the oracle sees the
-    exact numbers the device holds and only computation error is measured."""
-    if dtype == "bfloat16":  # NumPy has no bfloat16: keep the top 16 bits of float32, rounded
-        bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
-        return bits.view(np.float32).astype(np.float64)
-    return np.asarray(x).astype({"float32": np.float32, "float16": np.float16}[dtype]).astype(np.float64)
 
 
 @dataclass

@@ -88,6 +88,16 @@ MIN_VISIBLE_CHANGE = 1e-7
 LR_SCHEDULE_RTOL, LR_SCHEDULE_ATOL = 1e-12, 1e-18
 
 
+def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """``x`` rounded (to nearest even) to ``dtype`` and returned as float64, so the oracle sees the
+    exact numbers the device holds and only computation error is measured."""
+    if dtype == "bfloat16":  # NumPy has no bfloat16: keep the top 16 bits of float32, rounded
+        bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+        return bits.view(np.float32).astype(np.float64)
+    return np.asarray(x).astype({"float32": np.float32, "float16": np.float16}[dtype]).astype(np.float64)
+
+
 @dataclass
 class Mismatch:
     """The worst element of a failed comparison, ready to print."""

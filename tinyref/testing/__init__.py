@@ -25,7 +25,7 @@ from ..config import GPTConfig
 from ..errors import UsageError
 from ..golden import PRESETS, GoldenCase
 from ..hf import to_hf, transpose_conv1d
-from ..tolerances import FLOAT32, FLOAT32_GRAD, Tolerance, compare, max_error
+from ..tolerances import FLOAT32, FLOAT32_GRAD, Tolerance, compare, max_error, round_to
 
 __all__ = ["COMPONENTS", "REFERENCE_CASES", "ReferenceMismatch", "assert_component_matches",
            "assert_loss_matches", "assert_matches_reference", "reference_inputs"]
@@ -42,7 +42,7 @@ class ReferenceMismatch(AssertionError):
 
 def _float32_exact(a):
     """Round to float32 values (kept float64): a float32 implementation then sees exactly the oracle's inputs."""
-    return np.asarray(a).astype(np.float32).astype(np.float64)
+    return round_to(a, "float32")
 
 
 def reference_inputs(cfg: GPTConfig, batch: int, seq_len: int, seed: int = 0):
