@@ -13,15 +13,11 @@ from tinygrad import Tensor, dtypes
 
 from helpers import TIED, TIED_BT, random_inputs
 from tinyref import GPTStyleTransformer
+from tinyref.memory import resident_mib
 from tinyref.optim import make_optimizer
 from tinyref.train import make_train_step
 
 STEPS, WARMUP, SAMPLE_EVERY = 3000, 200, 250
-
-
-def resident_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
 
 
 @pytest.mark.slow
@@ -39,7 +35,7 @@ def test_a_long_run_holds_memory_and_speed():
             losses.append(loss.item())          # a host sync only when sampling
         times.append(time.perf_counter() - t0)
         if i >= WARMUP and (i - WARMUP) % SAMPLE_EVERY == 0:
-            memory.append(resident_mb())
+            memory.append(resident_mib())
     assert all(np.isfinite(losses)), losses
     growth = memory[-1] - memory[0]
     assert growth < 8.0, f"resident memory grew by {growth:.1f} MB over {STEPS - WARMUP} steps: {memory}"

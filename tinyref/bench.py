@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import GPTConfig
+from .memory import peak_resident_mib, reset_peak
 
 # --8<-- [start:configs]
 # name -> (batch size, model); S is the seed demo's shapes.
@@ -84,34 +85,15 @@ def tinyref_model(cfg: GPTConfig, params: dict[str, np.ndarray]):
     return model
 
 
-# ---- peak memory: the kernel's resident-set high-water mark, reset before each run ----
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-    except (OSError, StopIteration, ValueError):
-        return None
-
-
-def reset_peak_rss() -> int | None:
-    """Reset VmHWM to the current RSS (Linux clear_refs 5); return the current RSS in kB, or None."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    return _status_kb("VmRSS")
-
-
-def peak_rss_growth_mb(start_kb: int | None) -> float | None:
-    peak = _status_kb("VmHWM")
-    return None if start_kb is None or peak is None else max(0.0, (peak - start_kb) / 1024)
+def peak_growth_mib(start_mib: float | None) -> float | None:
+    """How far the peak resident memory rose above ``start_mib`` (reset_peak()'s value) during a run."""
+    peak = peak_resident_mib()
+    return None if start_mib is None or peak is None else max(0.0, peak - start_mib)
 
 
 def time_steps(impl: str, config: str, tokens: int, make_step, steps: int) -> Result:
     """Build (``make_step()`` -> a function running one step and waiting for it), warm up, time ``steps`` steps."""
-    start_kb = reset_peak_rss()
+    start_mib = reset_peak()
     step = make_step()                     # building the model and optimizer is not warm-up
     t0 = time.perf_counter()
     for _ in range(WARMUP_STEPS):
@@ -123,7 +105,7 @@ def time_steps(impl: str, config: str, tokens: int, make_step, steps: int) -> Re
         step()
         times.append(time.perf_counter() - t)
     median = statistics.median(times)
-    return Result(impl, config, 1000 * median, tokens / median, warmup, peak_rss_growth_mb(start_kb))
+    return Result(impl, config, 1000 * median, tokens / median, warmup, peak_growth_mib(start_mib))
 
 
 # ---- the implementations: each returns make_step for time_steps ----

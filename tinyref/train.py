@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -21,6 +20,7 @@ from .data import (BatchSampler, check_data_file, split_tokens, synthetic_batche
 from .devices import DTYPES, describe_device, dtype_support, select_device
 from .errors import CheckpointError, DeviceError, TrainingError, UsageError
 from .loss import cross_entropy
+from .memory import peak_resident_mib
 from .model import GPTStyleTransformer
 from .optim import (clip_grad_norm, global_grad_norm, lr_at, make_optimizer, optimizer_lr_tensors,
                     optimizer_state)
@@ -353,11 +353,6 @@ def plot_metrics(records: list[dict], path) -> Path:
     return path
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def make_eval(model: GPTStyleTransformer):
     """A jitted forward pass returning the mean loss of one batch (no gradients, float32 weights)."""
     @TinyJit
@@ -476,7 +471,7 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
     log(f"Saved checkpoint at step {o.steps}: {ckpt_out}")
     if timed_tokens:
         log(f"Speed: {timed_tokens / (time.perf_counter() - t0):,.0f} tokens/s after compiling; "
-            f"peak memory (RSS) {peak_rss_mib():,.0f} MiB")
+            f"peak memory (RSS) {peak_resident_mib() or 0:,.0f} MiB")
     if o.plot:
         log(f"Plot: {plot_metrics(read_metrics(metrics_path), o.plot)}")
     return TrainResult(model, tokenizer, o.steps, records, out, ckpt_out)
