@@ -53,7 +53,8 @@ class Result:
 
 
 def bench_params(cfg: GPTConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """GPT-2-style float32 weights from NumPy: N(0, 0.02) matrices, zero biases, unit LayerNorm gains."""
+    """float32 weights from NumPy in GPT-2's proportions (N(0, 0.02) matrices, zero biases, unit LayerNorm
+    gains; no residual-projection scaling, which does not change the cost of a step), shared by every impl."""
     import oracle
     rng = np.random.default_rng(seed)
     params = {}
