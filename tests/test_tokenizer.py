@@ -1,5 +1,6 @@
 """Tokenizers: exact round trips on arbitrary Unicode, saving and loading, and clear errors."""
 import functools
+import sys
 
 import pytest
 from hypothesis import given
@@ -92,3 +93,10 @@ def test_garbage_tokenizer_files_are_checkpoint_errors(tmp_path, content):
 def test_missing_tokenizer_file_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_tokenizer(tmp_path / "nope.json")
+
+
+def test_bpe_without_hugging_face_tokenizers_says_what_to_install(monkeypatch):
+    """A base install (no 'train' extra) gets one line naming the extra, not an ImportError traceback."""
+    monkeypatch.setitem(sys.modules, "tokenizers", None)          # makes 'import tokenizers' fail
+    with pytest.raises(UsageError, match=r"--tokenizer bpe needs the Python package 'tokenizers'.*pip install 'tinyref\[train\]'"):
+        train_tokenizer("bpe", ["some text"], 300)

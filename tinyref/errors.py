@@ -4,6 +4,7 @@ Every one carries a one-line message that says what is wrong and how to fix it; 
 it as ``tinyref: error: <message>`` with no traceback. ``UsageError`` means the caller asked for
 something invalid (exit status 2); the others are runtime problems (exit status 1).
 """
+import importlib
 
 
 class TinyrefError(Exception):
@@ -36,3 +37,12 @@ class CheckpointError(TinyrefError):
 
 class TrainingError(TinyrefError):
     """Training that cannot go on (e.g. the loss became NaN); the last checkpoint is kept."""
+
+
+def require(module: str, purpose: str, extra: str = "train"):
+    """Import an optional dependency, or raise UsageError saying which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"{purpose} needs the Python package '{module.split('.')[0]}', which is not installed: "
+                         f"pip install 'tinyref[{extra}]'") from None

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, UsageError, require
 
 TOKENIZERS = ("char", "word", "bpe")
 BYTE_ALPHABET = 256          # byte-level BPE starts from one token per byte
@@ -106,15 +106,15 @@ class BPETokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> "BPETokenizer":
         """Learn merges on ``texts`` until ``vocab_size`` tokens (fewer if the text runs out of pairs)."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        hf = require("tokenizers", "--tokenizer bpe")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < BYTE_ALPHABET:
             raise UsageError(f"--vocab-size for BPE must be an integer >= {BYTE_ALPHABET} (one token per byte "
                              f"plus merges), got {vocab_size!r}")
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        tok = hf.Tokenizer(hf.models.BPE())
+        tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = hf.decoders.ByteLevel()
+        trainer = hf.trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
+                                         show_progress=False)
         tok.train_from_iterator(texts, trainer)
         return cls(tok)
 
@@ -175,9 +175,9 @@ def tokenizer_from_json(text: str, where: str = "tokenizer.json") -> Tokenizer:
             raise CheckpointError(f"{where}: 'symbols' must be a non-empty list of distinct non-empty strings")
         return classes[data["type"]](symbols)
     if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
-        from tokenizers import Tokenizer as HFTokenizer
+        hf = require("tokenizers", f"reading the BPE tokenizer {where}")
         try:
-            return BPETokenizer(HFTokenizer.from_str(text))
+            return BPETokenizer(hf.Tokenizer.from_str(text))
         except Exception as e:  # noqa: BLE001 - the Rust parser raises bare Exceptions
             raise CheckpointError(f"{where} is not a valid Hugging Face BPE tokenizer ({str(e).splitlines()[0]})") from None
     raise CheckpointError(f"{where} is not a tinyref char/word tokenizer nor a Hugging Face BPE tokenizer")

@@ -25,6 +25,7 @@ from .model import GPTStyleTransformer
 from .optim import (clip_grad_norm, global_grad_norm, lr_at, make_optimizer, optimizer_lr_tensors,
                     optimizer_state)
 from .tokenizer import TOKENIZERS, train_tokenizer
+from .visualize import pyplot
 
 
 # --8<-- [start:train_step]
@@ -328,9 +329,7 @@ def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict]:
 
 def plot_metrics(records: list[dict], path) -> Path:
     """Train and validation loss against the optimizer step, as a PNG (matplotlib, no display needed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)

@@ -6,8 +6,14 @@ import math
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-from .errors import UsageError
+from .errors import UsageError, require
 from .model import GPTStyleTransformer, check_token_ids
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only (the Agg backend: no display needed)."""
+    require("matplotlib", "drawing a PNG").use("Agg")
+    return require("matplotlib.pyplot", "drawing a PNG")
 
 
 def token_ids(tokens, tokenizer=None) -> list[int]:
@@ -58,9 +64,7 @@ def plot_attention(maps: list[np.ndarray], labels: list[str], path, layer: int =
                    title: str = "") -> None:
     """A PNG of layer ``layer``'s heads in a grid (or only ``head``): rows are queries, columns keys;
     the future (above the diagonal) is left blank, not drawn as zero."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     check_layer_head(len(maps), maps[0].shape[0], layer, head)
     H, T, _ = maps[layer].shape
     heads = range(H) if head is None else [head]
@@ -68,7 +72,7 @@ def plot_attention(maps: list[np.ndarray], labels: list[str], path, layer: int =
     rows = math.ceil(len(heads) / cols)
     size = max(3.0, 0.28 * T + 1.5)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 1.2, rows * size + 0.6), squeeze=False, layout="constrained")
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+    cmap = plt.colormaps["viridis"].with_extremes(bad="white")
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
     for ax in axes.flat[len(heads):]:
         ax.axis("off")
