@@ -1,5 +1,4 @@
 """Affine map y = x W^T + b with W in tinygrad's (out, in) layout."""
-import numpy as np
 
 
 # --8<-- [start:linear]

@@ -14,7 +14,7 @@ from tinygrad.nn.state import get_state_dict
 
 import oracle
 from helpers import UNTIED, as_namespace, load_params
-from tinyref import GPTConfig, GPTStyleTransformer
+from tinyref import GPTStyleTransformer
 from tinyref.checkpoint import (MODEL_FILE, OPTIMIZER_FILE, load_checkpoint, load_config, optimizer_arrays,
                                 save_checkpoint)
 from tinyref.errors import CheckpointError
