@@ -11,6 +11,6 @@ class PositionWiseFeedForward:
         self.c_proj = nn.Linear(d_ff, d_model)     # weight (C, F)
 
     def __call__(self, x: Tensor) -> Tensor:
-        h = self.c_fc(x).gelu()                    # (B, T, F); Tensor.gelu() is the tanh approximation
+        h = self.c_fc(x).contiguous_backward().gelu().contiguous()   # (B, T, F); Tensor.gelu() is the tanh approximation
         return self.c_proj(h)                      # (B, T, C)
 # --8<-- [end:feedforward]
