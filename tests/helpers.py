@@ -206,32 +206,57 @@ ADAMW_DECAY = 0.1
 
 @functools.cache
 def adamw_case():
-    """Start weights, three batches, and tinyref's weights after three steps on them (computed once)."""
+    """Start weights, three batches, and the names of the weights that decay (computed once)."""
     cfg, (B, T) = TIED, TIED_BT
     rng = np.random.default_rng(7)
     params = float32_exact(oracle.init_params(as_namespace(cfg), rng, scale=0.3))
     batches = [random_inputs(rng, cfg, B, T) for _ in range(3)]
-    model = GPTStyleTransformer(cfg)
+    return params, batches, frozenset(decayed_keys(GPTStyleTransformer(cfg)))
+
+
+def adamw_run(make_step=make_train_step) -> tuple[list[float], dict]:
+    """tinyref's three jitted AdamW steps on adamw_case's inputs: (the loss each step returned, the weights
+    after the last step). ``make_step`` is replaceable, for the negative control."""
+    params, batches, _ = adamw_case()
+    model = GPTStyleTransformer(TIED)
     load_params(model, params)
-    step = make_train_step(model, make_optimizer(model, weight_decay=ADAMW_DECAY, **ADAMW_HYPER))
+    step = make_step(model, make_optimizer(model, weight_decay=ADAMW_DECAY, **ADAMW_HYPER))
+    losses = [step(Tensor(x, dtype=dtypes.int32), Tensor(y, dtype=dtypes.int32)).item() for x, y in batches]
+    return losses, {k: t.numpy().astype(np.float64) for k, t in get_state_dict(model).items()}
+
+
+tinyref_adamw = functools.cache(adamw_run)   # the real step's run, computed once
+
+
+def oracle_adamw_trajectory(adamw_step=None) -> tuple[list[float], dict]:
+    """The oracle's three AdamW steps on adamw_case's inputs: (the loss at the weights each step starts
+    from, the weights after the last step); ``adamw_step`` replaceable, for the negative control."""
+    adamw_step = adamw_step or oracle.adamw_step
+    params, batches, decay = adamw_case()
+    groups = [{k: v for k, v in params.items() if k in decay}, {k: v for k, v in params.items() if k not in decay}]
+    states, losses = [None, None], []
     for x, y in batches:
-        step(Tensor(x, dtype=dtypes.int32), Tensor(y, dtype=dtypes.int32))
-    after = {k: t.numpy().astype(np.float64) for k, t in get_state_dict(model).items()}
-    return params, batches, frozenset(decayed_keys(model)), after
+        _, loss, grads = oracle_forward_backward({**groups[0], **groups[1]}, as_namespace(TIED), x, y)
+        losses.append(loss)
+        for i, wd in enumerate((ADAMW_DECAY, 0.0)):
+            groups[i], states[i] = adamw_step(groups[i], grads, states[i], weight_decay=wd, **ADAMW_HYPER)
+    return losses, {**groups[0], **groups[1]}
 
 
 def adamw_mismatches(adamw_step=None, after: dict | None = None) -> list[Mismatch]:
     """Disagreements between tinyref's weights after three AdamW steps (``after``, default adamw_case's
     one-device run) and the oracle's (``adamw_step`` replaceable, for the negative control)."""
-    adamw_step = adamw_step or oracle.adamw_step
-    params, batches, decay, one_device = adamw_case()
-    groups = [{k: v for k, v in params.items() if k in decay}, {k: v for k, v in params.items() if k not in decay}]
-    states = [None, None]
-    for x, y in batches:
-        _, _, grads = oracle_forward_backward({**groups[0], **groups[1]}, as_namespace(TIED), x, y)
-        for i, wd in enumerate((ADAMW_DECAY, 0.0)):
-            groups[i], states[i] = adamw_step(groups[i], grads, states[i], weight_decay=wd, **ADAMW_HYPER)
-    return trained_weight_mismatches(one_device if after is None else after, {**groups[0], **groups[1]})
+    _, expected = oracle_adamw_trajectory(adamw_step)
+    return trained_weight_mismatches(tinyref_adamw()[1] if after is None else after, expected)
+
+
+def step_loss_mismatches(losses: list[float]) -> list[Mismatch]:
+    """Disagreements between the losses three training steps returned and the oracle's loss at the
+    weights each step started from (a step must report the loss it took the gradient of)."""
+    expected, _ = oracle_adamw_trajectory()
+    found = [compare(f"loss returned by step {i}", np.float64(got), want, FLOAT32)
+             for i, (got, want) in enumerate(zip(losses, expected))]
+    return [m for m in found if m]
 
 
 def trained_weight_mismatches(actual: dict, expected: dict, what: str = "after 3 AdamW steps") -> list[Mismatch]:

@@ -9,7 +9,7 @@ from tinygrad.nn.state import get_state_dict
 import oracle
 from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, adamw_mismatches, as_namespace, assert_no_mismatch,
                      finite_difference_mismatches, model_mismatches, oracle_forward_backward, random_inputs,
-                     tinygrad_examples)
+                     step_loss_mismatches, tinygrad_examples, tinyref_adamw)
 from strategies import configs, seeds
 from tinyref import GPTConfig, GPTStyleTransformer
 from tinyref.tolerances import KEY_BIAS_GRADIENT_ZERO
@@ -97,6 +97,12 @@ def test_adamw_training_steps_match_oracle():
     """Three jitted training steps (forward, loss, backward, AdamW with decay on matrices only) vs the oracle."""
     assert_no_mismatch(adamw_mismatches())
 # --8<-- [end:test_adamw]
+
+
+def test_training_step_returns_the_loss_it_took_the_gradient_of():
+    """Each jitted step returns the loss at the weights it started from (the oracle's loss there), not a
+    loss computed after its own update."""
+    assert_no_mismatch(step_loss_mismatches(tinyref_adamw()[0]))
 
 
 @given(seed=seeds)

@@ -10,19 +10,20 @@ import math
 
 import numpy as np
 import pytest
+from tinygrad import Context, Tensor, TinyJit
 
 import oracle
 import oracle.attention
 import oracle.block
 import oracle.feedforward
 import oracle.model
-from helpers import (TIED, TIED_BT, adamw_mismatches, as_namespace, batch_permutation_mismatches, causality_violation,
+from helpers import (TIED, TIED_BT, adamw_mismatches, adamw_run, as_namespace, batch_permutation_mismatches, causality_violation,
                      component_mismatches, finite_difference_mismatches, model_mismatches, oracle_component_fd,
-                     prefix_mismatches, random_inputs)
+                     prefix_mismatches, random_inputs, step_loss_mismatches, tinyref_adamw)
 from test_attention import attention_params
 from test_feedforward import Gelu
 from test_layernorm import layernorm_case
-from tinyref import LayerNorm, MultiHeadSelfAttention
+from tinyref import LayerNorm, MultiHeadSelfAttention, cross_entropy
 
 
 REAL_ATTENTION_FORWARD = oracle.attention.attention_forward   # before any test swaps it out
@@ -162,6 +163,24 @@ def test_adamw_check_catches_missing_bias_correction():
             new[k] = p - lr * (m[k] / (np.sqrt(v[k]) + eps) + weight_decay * p)   # BUG: no m_hat, v_hat
         return new, {"t": state["t"] + 1, "m": m, "v": v}
     assert adamw_mismatches(adamw_without_bias_correction)
+
+
+def test_step_loss_check_catches_a_loss_read_after_the_update():
+    """The planted bug: a step that realizes its loss only with (or after) the updated weights, so part of the
+    loss is computed from the new weights. This one is a real tinyref step, so its kernels compile."""
+    def make_step_reading_updated_weights(model, opt):
+        @TinyJit
+        @Context(TRAINING=1)
+        def step(x: Tensor, y: Tensor) -> Tensor:
+            opt.zero_grad()
+            loss = cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()                        # BUG: the update is realized before the loss
+            return loss.realize()
+        return step
+    losses, _ = adamw_run(make_step_reading_updated_weights)
+    assert step_loss_mismatches(losses)
+    assert not step_loss_mismatches(tinyref_adamw()[0])   # and the real step passes the same check
 
 
 def test_finite_difference_check_catches_a_wrong_backward_line(monkeypatch):

@@ -40,8 +40,9 @@ def make_train_step(model: GPTStyleTransformer, opt):
         opt.zero_grad()
         loss = cross_entropy(model(x), y)      # (B, T) -> scalar
         loss.backward()
+        Tensor.realize(loss, *(p.grad for p in params))   # before the update: a loss realized after it reads new weights
         opt.step()
-        return loss.realize(*params)
+        return loss
 
     step.cnt = 1   # capture on the first call: TinyJit's default uncaptured first run would schedule the step twice
     return step
