@@ -15,7 +15,7 @@ import tempfile
 from tinygrad import Context, Device, Tensor, dtypes
 from tinygrad.helpers import DEV
 
-from . import programcache
+from . import cpugraph, programcache
 from .errors import DeviceError
 
 GPU_DEVICES = ("CUDA", "NV", "AMD", "METAL", "WEBGPU")
@@ -119,18 +119,19 @@ def select_device(spec: str | None) -> str:
     """Make ``spec`` the default tinygrad target for this process and return its name.
 
     None keeps a ``DEV`` set in the environment, and otherwise picks ``default_device()``.
-    Also keeps lowered kernels on disk (tinyref.programcache), so later runs start faster.
+    Also keeps lowered kernels on disk (tinyref.programcache), so later runs start faster, and on a CPU
+    device replays jitted steps from C on every core (tinyref.cpugraph).
     """
     programcache.enable()
-    if spec is None:
-        if DEV.device:
-            return current_device()
-        spec = default_device()
-    name = normalize_device(spec)
-    reason = probe_device(name)
-    if reason is not None:
-        raise DeviceError(f"device {name} is not available here: {reason}; run 'tinyref check --device all' to see which are")
-    DEV.value = name
+    if spec is None and DEV.device:
+        name = current_device()
+    else:
+        name = normalize_device(default_device() if spec is None else spec)
+        reason = probe_device(name)
+        if reason is not None:
+            raise DeviceError(f"device {name} is not available here: {reason}; run 'tinyref check --device all' to see which are")
+        DEV.value = name
+    cpugraph.install(name)
     return name
 
 

@@ -23,6 +23,7 @@ import math
 import numpy as np
 from tinygrad import Tensor, TinyJit, Variable, dtypes
 
+from . import cpugraph
 from .model import GPTStyleTransformer, check_token_ids
 
 
@@ -55,6 +56,7 @@ class RecomputeDecoder:
         self.pos = Variable("pos", 0, cfg.context_length - 1)
         self.tok = Variable("tok", 0, cfg.vocab_size - 1)
         self._forward = TinyJit(self._last_logits)
+        cpugraph.install(model.wte.weight.device)               # on a CPU: replay each token's kernels from C
 
     def _last_logits(self, idx: Tensor, last) -> Tensor:
         """The model's own forward on the padded window (1, Tmax); the logits (V,) at position ``last``."""

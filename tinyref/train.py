@@ -13,6 +13,7 @@ from tinygrad import Context, Tensor, TinyJit, dtypes
 from tinygrad.nn.state import get_state_dict
 from tqdm import tqdm
 
+from . import cpugraph
 from .checkpoint import CONFIG_FILE, STATE_FILE, load_checkpoint, load_state, save_checkpoint
 from .config import GPTConfig
 from .data import (BatchSampler, check_data_file, split_tokens, synthetic_batches, text_pieces, tokenize_to_file,
@@ -33,6 +34,7 @@ def make_train_step(model: GPTStyleTransformer, opt):
     """A TinyJit-compiled step: the first call traces, compiles and captures the kernels; later calls replay them."""
     params = opt.params
     Tensor.realize(*params, *optimizer_state(opt))   # nothing one-time (zero moments) may hide in the captured step
+    cpugraph.install(params[0].device)               # on a CPU: replay the captured kernels from C (tinyref.cpugraph)
 
     @TinyJit
     @Context(TRAINING=1)
@@ -153,6 +155,7 @@ class TrainStep:
         self.compute = list(get_state_dict(self.compute_model).values())      # what forward/backward use
         self.lr_tensors = optimizer_lr_tensors(opt)
         Tensor.realize(*self.master, *optimizer_state(opt))   # no one-time work (zero moments) in the capture
+        cpugraph.install(self.master[0].device)
         self.jitted = TinyJit(self.step)
         self.jitted.cnt = 1      # capture on the first call (as make_train_step): the step is scheduled once
 
