@@ -37,7 +37,7 @@ def pytest_configure(config):
     from tinyref.errors import TinyrefError
     try:
         config.tinyref_devices = selected_devices(config.getoption("--device") or ["all"])
-        config.tinyref_default = select_device(None)   # DEV if set, else tinyref's default (GPU > CPU > CL)
+        config.tinyref_default = select_device(None)   # DEV if set, else tinyref's default (GPU > CPU:LLVM > CPU > CL)
     except TinyrefError as e:
         raise pytest.UsageError(str(e)) from None
     # under xdist, keep each device's tests on one worker (they share one compiled model): see below

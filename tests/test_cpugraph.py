@@ -24,7 +24,8 @@ from tinyref.devices import current_device
 from tinyref.kvcache import KVCache
 from tinyref.train import make_train_step
 
-pytestmark = pytest.mark.skipif(type(Device[current_device()]).__name__ != "CPUDevice" or not cpugraph.install(current_device()),
+DEVICE = cpugraph.buffer_device(current_device())   # CPU:LLVM's tensors live on CPU
+pytestmark = pytest.mark.skipif(type(Device[DEVICE]).__name__ != "CPUDevice" or not cpugraph.install(DEVICE),
                                 reason="tinyref.cpugraph replays the CPU device only (and needs clang to build its runner)")
 
 
@@ -53,7 +54,7 @@ class StaleVariablesGraph(cpugraph.CPUGraph):
 
 def run_with(graph):
     """adamw_run() with the step captured under ``graph`` (None: tinygrad's own replay)."""
-    device = current_device()
+    device = DEVICE
 
     def make_step(model, opt):
         step = make_train_step(model, opt)     # installs CPUGraph; the capture happens at the first call
@@ -92,7 +93,7 @@ def test_control_stale_inputs_are_caught(tinygrad_replay):
 
 def decoded_logits(graph) -> np.ndarray:
     """Logits of KV-cache decoding after a prompt of 3 and 4 more tokens, captured under ``graph``."""
-    device = current_device()
+    device = DEVICE
     model = GPTStyleTransformer(TIED)
     load_params(model, adamw_case()[0])
     decoder = KVCache(model)                    # installs CPUGraph
@@ -123,7 +124,7 @@ class WidestGroupGraph(cpugraph.CPUGraph):
 def test_a_forked_child_replays_without_the_parents_workers():
     """Only the forking thread survives a fork: the child must run every share of a threaded kernel itself,
     not wait for workers that do not exist (it would hang). Child and parent must agree bit for bit."""
-    device = current_device()
+    device = DEVICE
     Device[device].graph = WidestGroupGraph
     try:
         @TinyJit

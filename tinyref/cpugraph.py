@@ -111,24 +111,26 @@ class CPUGraph(GraphRunner):
         return time.perf_counter() - start if wait else None
 
 
+def buffer_device(name: str) -> str:
+    """The tinygrad device whose buffers a target uses: ``CPU:LLVM`` and ``CPU:X86`` pick a renderer for
+    ``CPU`` (their tensors live on ``CPU``), while ``CPU:1`` is a device of its own (tinyref.parallel)."""
+    base, _, suffix = name.partition(":")
+    return name if not suffix or suffix.isdigit() else base
+
+
 def install(device: str | tuple[str, ...]) -> bool:
     """Use CPUGraph for TinyJit on ``device`` (a name, or the tuple of a sharded tensor) where it is a CPU
     device; returns whether any device uses it. Idempotent and cheap: call it wherever a step is jitted."""
     global RUNNER
     if getenv("TINYREF_CPU_GRAPH", 1) == 0 or getenv("JIT", 1) >= 2:
         return False
-    cpus = [Device[d] for d in ((device,) if isinstance(device, str) else device) if type(Device[d]).__name__ == "CPUDevice"]
+    names = [buffer_device(d) for d in ((device,) if isinstance(device, str) else device)]
+    cpus = [Device[d] for d in names if type(Device[d]).__name__ == "CPUDevice"]
     if not cpus or (RUNNER is None and (RUNNER := build_runner()) is None):
         return False
     for dev in cpus:
         dev.graph = CPUGraph
     return True
-
-
-def uninstall(device: str) -> None:
-    """Back to tinygrad's own kernel-by-kernel replay for jits captured from now on (tests compare the two)."""
-    if Device[device].graph is CPUGraph:
-        Device[device].graph = None
 
 
 def runner_threads() -> int:
