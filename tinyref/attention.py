@@ -26,9 +26,11 @@ class MultiHeadSelfAttention:
         B, T, C = x.shape
         H, hd = self.n_heads, C // self.n_heads
         q, k, v = self.c_attn(x).split(C, dim=2)                     # 3 x (B, T, C)
-        q, k, v = [t.reshape(B, T, H, hd).transpose(1, 2).contiguous_backward() for t in (q, k, v)]   # (B, H, T, hd): head h owns columns h*hd:(h+1)*hd
-        scores = (q @ k.transpose(-2, -1) * (1.0 / math.sqrt(hd))).contiguous_backward()     # (B, H, T, T)
-        att = (scores + causal_mask(T, scores.device)).softmax(-1).contiguous()   # (B, H, T, T), zero above the diagonal
+        # (B, H, T, hd): head h owns columns h*hd:(h+1)*hd. contiguous(): store the tensor, contiguous_backward():
+        # store its gradient, rather than recompute them inside every matmul that reads them (the math is unchanged)
+        q, k, v = [t.reshape(B, T, H, hd).transpose(1, 2).contiguous_backward() for t in (q, k, v)]
+        scores = (q @ k.transpose(-2, -1) * (1.0 / math.sqrt(hd))).contiguous_backward()    # (B, H, T, T)
+        att = (scores + causal_mask(T, scores.device)).softmax(-1).contiguous()    # (B, H, T, T), 0 above the diagonal
         return att, v
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -11,6 +11,8 @@ class PositionWiseFeedForward:
         self.c_proj = nn.Linear(d_ff, d_model)     # weight (C, F)
 
     def __call__(self, x: Tensor) -> Tensor:
-        h = self.c_fc(x).contiguous_backward().gelu().contiguous()   # (B, T, F); Tensor.gelu() is the tanh approximation
+        # (B, T, F); Tensor.gelu() is the tanh approximation. contiguous(), contiguous_backward(): store h and the
+        # gradient of c_fc's output instead of recomputing them inside each matmul that reads them
+        h = self.c_fc(x).contiguous_backward().gelu().contiguous()
         return self.c_proj(h)                      # (B, T, C)
 # --8<-- [end:feedforward]
