@@ -25,7 +25,7 @@ class MultiHeadSelfAttention:
         """The (B, H, T, T) attention probabilities and the (B, H, T, hd) values they mix."""
         B, T, C = x.shape
         H, hd = self.n_heads, C // self.n_heads
-        q, k, v = self.c_attn(x).split(C, dim=2)                     # 3 x (B, T, C)
+        q, k, v = self.c_attn(x).contiguous_backward().split(C, dim=2)   # 3 x (B, T, C)
         # (B, H, T, hd): head h owns columns h*hd:(h+1)*hd. contiguous(): store the tensor, contiguous_backward():
         # store its gradient, rather than recompute them inside every matmul that reads them (the math is unchanged)
         q, k, v = [t.reshape(B, T, H, hd).transpose(1, 2).contiguous_backward() for t in (q, k, v)]
