@@ -43,6 +43,7 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* --8<-- [start:pool] */
 /* The caller posts a group by bumping `seq`; worker w runs shares w, w + n_threads, ... of it. */
 static struct {
   _Atomic uint64_t seq;
@@ -125,3 +126,4 @@ void tinyref_run(const uint64_t *table, int count) {
   }
   pthread_mutex_unlock(&one_at_a_time);
 }
+/* --8<-- [end:pool] */

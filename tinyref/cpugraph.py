@@ -57,6 +57,7 @@ def build_runner() -> ctypes.CDLL | None:
 RUNNER: ctypes.CDLL | None = None
 
 
+# --8<-- [start:graph]
 class CPUGraph(GraphRunner):
     """A batch of CPU kernel launches, replayed by one call into cpugraph.c."""
 
@@ -109,6 +110,7 @@ class CPUGraph(GraphRunner):
         start = time.perf_counter()
         RUNNER.tinyref_run(self.table, self.count)
         return time.perf_counter() - start if wait else None
+# --8<-- [end:graph]
 
 
 def buffer_device(name: str) -> str:

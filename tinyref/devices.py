@@ -152,10 +152,13 @@ def current_device() -> str:
 
 
 def describe_device(name: str | None = None) -> str:
-    """A human line such as ``CPU:LLVM (CPULLVMRenderer)`` for banners and reports."""
+    """A human line such as ``CPU:LLVM (CPULLVMRenderer, steps replayed from C on 2 threads)`` for banners
+    and reports; the part after the renderer says whether tinyref.cpugraph launches jitted steps."""
     name = name or current_device()
     with Context(DEV=name):
-        return f"{name} ({type(Device[name.split(':')[0]].renderer).__name__})"
+        renderer = type(Device[name.split(':')[0]].renderer).__name__
+    graph = Device[cpugraph.buffer_device(name)].graph is cpugraph.CPUGraph
+    return f"{name} ({renderer}{f', steps replayed from C on {cpugraph.runner_threads()} threads' if graph else ''})"
 
 
 def dtype_support(spec: str, dtype: str) -> str | None:
