@@ -155,3 +155,14 @@ def test_a_forked_child_replays_without_the_parents_workers():
         child = pipe.read()
     assert len(child) == expected.nbytes, "the forked child died before reporting its result"
     assert np.array_equal(np.frombuffer(child, np.float32).reshape(expected.shape), expected)
+
+
+def test_a_runner_that_does_not_compile_leaves_tinygrads_path(tmp_path, monkeypatch):
+    """No clang, or a compile error: build_runner() says None (install then keeps tinygrad's own replay)
+    and leaves no half-written library behind."""
+    broken = tmp_path / "cpugraph.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(cpugraph, "SOURCE", broken)
+    monkeypatch.setattr(cpugraph, "cache_dir", str(tmp_path / "cache"))
+    assert cpugraph.build_runner() is None
+    assert not list((tmp_path / "cache").rglob("*.so"))
