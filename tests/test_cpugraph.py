@@ -158,7 +158,7 @@ def test_a_forked_child_replays_without_the_parents_workers():
 
 
 def test_a_runner_that_does_not_compile_leaves_tinygrads_path(tmp_path, monkeypatch):
-    """No clang, or a compile error: build_runner() says None (install then keeps tinygrad's own replay)
+    """A compile error (or no clang), or no writable cache folder: build_runner() says None (install then keeps tinygrad's own replay)
     and leaves no half-written library behind."""
     broken = tmp_path / "cpugraph.c"
     broken.write_text("this is not C\n")
@@ -166,3 +166,5 @@ def test_a_runner_that_does_not_compile_leaves_tinygrads_path(tmp_path, monkeypa
     monkeypatch.setattr(cpugraph, "cache_dir", str(tmp_path / "cache"))
     assert cpugraph.build_runner() is None
     assert not list((tmp_path / "cache").rglob("*.so"))
+    monkeypatch.setattr(cpugraph, "cache_dir", "/proc/no-such-folder")   # a cache folder that cannot be made
+    assert cpugraph.build_runner() is None

@@ -37,15 +37,17 @@ def build_runner() -> ctypes.CDLL | None:
     source = SOURCE.read_bytes()
     lib = Path(cache_dir) / "tinyref" / f"cpugraph-{hashlib.sha256(source).hexdigest()[:16]}.so"
     if not lib.exists():
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
-        os.close(fd)
-        try:
+        tmp = None
+        try:                               # no clang, a read-only cache folder, a compile error: no runner
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+            os.close(fd)
             subprocess.run(["clang", "-O2", "-shared", "-fPIC", "-pthread", "-o", tmp, str(SOURCE)],
                            check=True, capture_output=True)
             os.replace(tmp, lib)           # atomic: concurrent processes never load a half-written file
         except (OSError, subprocess.CalledProcessError):
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             return None
     runner = ctypes.CDLL(str(lib))
     runner.tinyref_start.argtypes, runner.tinyref_start.restype = [ctypes.c_int], ctypes.c_int
