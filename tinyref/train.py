@@ -30,24 +30,27 @@ from .visualize import pyplot
 
 
 # --8<-- [start:train_step]
-def make_train_step(model: GPTStyleTransformer, opt):
-    """A TinyJit-compiled step: the first call traces, compiles and captures the kernels; later calls replay them."""
-    params = opt.params
-    Tensor.realize(*params, *optimizer_state(opt))   # nothing one-time (zero moments) may hide in the captured step
-    cpugraph.install(params[0].device)               # on a CPU: replay the captured kernels from C (tinyref.cpugraph)
+def jit_training_step(step, opt) -> TinyJit:
+    """``step`` under TinyJit: the first call traces, compiles and captures the kernels; later calls replay them."""
+    Tensor.realize(*opt.params, *optimizer_state(opt))   # nothing one-time (zero moments) may hide in the capture
+    cpugraph.install(opt.params[0].device)               # on a CPU: replay the captured kernels from C (tinyref.cpugraph)
+    jitted = TinyJit(step)
+    jitted.cnt = 1   # capture on the first call: TinyJit's default uncaptured first run would schedule the step twice
+    return jitted
 
-    @TinyJit
+
+def make_train_step(model: GPTStyleTransformer, opt):
+    """One jitted training step on a (B, T) batch: forward, loss, backward, AdamW; returns the loss."""
     @Context(TRAINING=1)
     def step(x: Tensor, y: Tensor) -> Tensor:
         opt.zero_grad()
         loss = cross_entropy(model(x), y)      # (B, T) -> scalar
         loss.backward()
-        Tensor.realize(loss, *(p.grad for p in params))   # before the update: a loss realized after it reads new weights
+        Tensor.realize(loss, *(p.grad for p in opt.params))   # before the update: a loss realized after it reads new weights
         opt.step()
         return loss
 
-    step.cnt = 1   # capture on the first call: TinyJit's default uncaptured first run would schedule the step twice
-    return step
+    return jit_training_step(step, opt)
 # --8<-- [end:train_step]
 
 
@@ -154,10 +157,7 @@ class TrainStep:
         self.compute_model = model if dtype == "float32" else low_precision_copy(model, DTYPES[dtype])
         self.compute = list(get_state_dict(self.compute_model).values())      # what forward/backward use
         self.lr_tensors = optimizer_lr_tensors(opt)
-        Tensor.realize(*self.master, *optimizer_state(opt))   # no one-time work (zero moments) in the capture
-        cpugraph.install(self.master[0].device)
-        self.jitted = TinyJit(self.step)
-        self.jitted.cnt = 1      # capture on the first call (as make_train_step): the step is scheduled once
+        self.jitted = jit_training_step(self.step, opt)
 
     def __call__(self, x: Tensor, y: Tensor, lr: Tensor) -> Tensor:
         return self.jitted(x, y, lr)
