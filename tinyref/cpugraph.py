@@ -67,8 +67,8 @@ class CPUGraph(GraphRunner):
         super().__init__(linear, input_uops)
         zero_vars = {v: 0 for v in self.vars}
         entries: list[list[int]] = []
-        self.input_words: dict[tuple[int, int], list[int]] = {}   # (call, call argument) -> table words holding its address
-        self.var_words: dict[tuple[int, int], list[int]] = {}     # (call, program variable) -> table words holding its value
+        input_words: dict[tuple[int, int], list[int]] = {}    # (call, call argument) -> table words holding its address
+        self.var_words: dict[tuple[int, int], list[int]] = {}  # (call, program variable) -> table words holding its value
         for j, ((_, prg, bufs, device_vars), runtime) in enumerate(zip(self.calls, self.runtimes)):
             info = prg.arg
             var_vals = {**zero_vars, **device_vars}
@@ -82,12 +82,16 @@ class CPUGraph(GraphRunner):
                     words[2 + core] = tid
                 base = len(entries) * STRIDE
                 for k, pos in enumerate(info.globals):
-                    self.input_words.setdefault((j, pos), []).append(base + 2 + k)
+                    input_words.setdefault((j, pos), []).append(base + 2 + k)
                 for i in range(len(info.vars)):
                     self.var_words.setdefault((j, i), []).append(base + 2 + len(info.globals) + i)
                 entries.append(words)
         self.count = len(entries)
         self.table = (ctypes.c_uint64 * (self.count * STRIDE))(*[w for e in entries for w in e])
+        # what a call patches: (input slot, device index for a sharded input, the table words holding its address)
+        self.input_patches = [(slot, self.calls[j][0], input_words[(j, pos)])
+                              for j, replacements in enumerate(self.uop_replace) for pos, slot in replacements
+                              if (j, pos) in input_words]
 
     @staticmethod
     def supports_uop(batch_devs, new_call) -> bool:
@@ -99,13 +103,11 @@ class CPUGraph(GraphRunner):
                 and info.target.renderer != "LVP")
 
     def __call__(self, input_uops, var_vals: dict[str, int], wait: bool = False) -> float | None:
-        for j, replacements in enumerate(self.uop_replace):
-            device_index = self.calls[j][0]
-            for pos, slot in replacements:
-                buf = input_uops[slot].buffer
-                addr = (buf.bufs[device_index] if isinstance(buf, MultiBuffer) else buf)._buf.va_addr
-                for word in self.input_words.get((j, pos), ()):
-                    self.table[word] = addr
+        for slot, device_index, words in self.input_patches:
+            buf = input_uops[slot].buffer
+            addr = (buf.bufs[device_index] if isinstance(buf, MultiBuffer) else buf)._buf.va_addr
+            for word in words:
+                self.table[word] = addr
         for j, i, value in self.updated_vars(var_vals):
             for word in self.var_words[(j, i)]:
                 self.table[word] = value
