@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinyref.testing import ReferenceMismatch, assert_component_matches, assert_loss_matches, assert_matches_reference
-from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
+from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
 
 
 # --- the model under test: a GPT-2 in PyTorch -------------------------------------------------

@@ -1,4 +1,4 @@
-"""Incremental decoding with a key/value cache, in NumPy: the reference for tinyref/kvcache.py.
+"""Incremental decoding with a key/value cache, in NumPy: the reference for tinyref/generation/kvcache.py.
 
 ``decode_step`` runs one new token through the model: each layer computes the new position's
 query, key and value, appends the key and value to that layer's cache, and attends over the

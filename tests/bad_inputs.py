@@ -14,8 +14,8 @@ import numpy as np
 import oracle
 from helpers import UNTIED, as_namespace, load_params
 from tinyref import GPTStyleTransformer
-from tinyref.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE, save_checkpoint
-from tinyref.tokenizer import train_tokenizer
+from tinyref.train.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE, save_checkpoint
+from tinyref.train.tokenizer import train_tokenizer
 
 
 def copy_with(root: Path, name: str, change) -> None:

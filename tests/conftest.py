@@ -32,8 +32,8 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    from tinyref.check_cli import selected_devices
-    from tinyref.devices import select_device
+    from tinyref.cli.check import selected_devices
+    from tinyref.runtime.devices import select_device
     from tinyref.errors import TinyrefError
     try:
         config.tinyref_devices = selected_devices(config.getoption("--device") or ["all"])
@@ -80,7 +80,7 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_report_header(config):
     from importlib.metadata import version
 
-    from tinyref.devices import available_devices, describe_device
+    from tinyref.runtime.devices import available_devices, describe_device
     found = available_devices(config.tinyref_devices)
     lines = [f"tinyref default device: {describe_device()} (tinygrad {version('tinygrad')}); "
              f"Hypothesis profile: {os.environ.get('HYPOTHESIS_PROFILE', 'ci')}{' (thorough device matrix)' if THOROUGH else ''}",
@@ -105,10 +105,10 @@ _results = {}
 
 
 def device_result(device: str, dtype: str = "float32", case=None):
-    """tinyref.check.run_case for this device, dtype and case, computed once per worker;
+    """tinyref.verify.check.run_case for this device, dtype and case, computed once per worker;
     skips (with the reason) when the device or dtype cannot run here."""
-    from tinyref.check import run_case
-    from tinyref.devices import dtype_support, probe_device
+    from tinyref.verify.check import run_case
+    from tinyref.runtime.devices import dtype_support, probe_device
     reason = probe_device(device) or dtype_support(device, dtype)
     if reason is not None:
         pytest.skip(f"{device} {dtype} not available here: {reason}")

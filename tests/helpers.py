@@ -12,9 +12,9 @@ from tinygrad.nn.state import get_state_dict
 
 import oracle
 from tinyref import GPTConfig, GPTStyleTransformer, cross_entropy
-from tinyref.golden import PRESETS   # the golden vectors' configs are the suite's fixed tinygrad shapes
+from tinyref.verify.golden import PRESETS   # the golden vectors' configs are the suite's fixed tinygrad shapes
 from tinyref.optim import decayed_keys, make_optimizer
-from tinyref.tolerances import (FINITE_DIFFERENCE, FINITE_DIFFERENCE_STEP, FLOAT32, FLOAT32_GRAD, MIN_VISIBLE_CHANGE, Mismatch,
+from tinyref.verify.tolerances import (FINITE_DIFFERENCE, FINITE_DIFFERENCE_STEP, FLOAT32, FLOAT32_GRAD, MIN_VISIBLE_CHANGE, Mismatch,
                                 compare, round_to)
 from tinyref.train import make_train_step
 

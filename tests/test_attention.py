@@ -9,7 +9,7 @@ import oracle
 from helpers import tinygrad_examples, assert_no_mismatch, component_mismatches, float32_exact, load_params, oracle_component_fd
 from strategies import seeds
 from tinyref import MultiHeadSelfAttention
-from tinyref.tolerances import PROBABILITY_SUM
+from tinyref.verify.tolerances import PROBABILITY_SUM
 
 
 def attention_params(rng, C, scale=0.5):

@@ -14,11 +14,11 @@ import pytest
 
 import oracle
 from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace
-from tinyref.bench import CONFIGS, IMPLS, LR, bench_batch, bench_params
-from tinyref.tolerances import FLOAT64, compare
+from tinyref.bench.harness import CONFIGS, IMPLS, LR, bench_batch, bench_params
+from tinyref.verify.tolerances import FLOAT64, compare
 
 torch = pytest.importorskip("torch")
-import tinyref.bench_torch as bench_torch  # noqa: E402 - needs torch
+import tinyref.bench.torch_gpt as bench_torch  # noqa: E402 - needs torch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import tinyref.check
+import tinyref.verify.check
 from conftest import device_result
 from tinyref.cli import main
-from tinyref.devices import KNOWN_DEVICES, probe_device
-from tinyref.tolerances import FLOAT32, FLOAT32_GRAD
+from tinyref.runtime.devices import KNOWN_DEVICES, probe_device
+from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason"}
@@ -40,10 +40,10 @@ def shared_runs(monkeypatch, default_backend):
         if device not in planted:
             return shared
         actual = {**shared.actual, "grad wte.weight": shared.actual["grad wte.weight"] + planted[device]}
-        return dataclasses.replace(shared, actual=actual, mismatches=tinyref.check.judge(
+        return dataclasses.replace(shared, actual=actual, mismatches=tinyref.verify.check.judge(
             device, dtype, shared.case.config, actual, shared.expected))
 
-    monkeypatch.setattr(tinyref.check, "run_case", run_case)
+    monkeypatch.setattr(tinyref.verify.check, "run_case", run_case)
     return default_backend, planted
 
 
@@ -92,15 +92,15 @@ def test_table_names_each_device_and_verdict(shared_runs, capsys):
 def test_a_device_that_crashes_disagrees_with_the_reason(monkeypatch, default_backend, capsys):
     def run_case(*args, **kwargs):
         raise RuntimeError("kernel failed to launch")
-    monkeypatch.setattr(tinyref.check, "run_case", run_case)
+    monkeypatch.setattr(tinyref.verify.check, "run_case", run_case)
     status, report = check_json(capsys, "--device", default_backend)
     assert status == 1 and report["devices"][0]["ok"] is False
     assert report["devices"][0]["reason"] == "crashed: RuntimeError: kernel failed to launch"
 
 
 def test_nothing_able_to_run_is_a_one_line_runtime_error(monkeypatch, capsys, default_backend):
-    monkeypatch.setattr(tinyref.check, "run_case", lambda *a, **k: pytest.fail("an unsupported dtype must not run"))
-    monkeypatch.setattr(tinyref.check, "dtype_support", lambda device, dtype: f"no {dtype} here")
+    monkeypatch.setattr(tinyref.verify.check, "run_case", lambda *a, **k: pytest.fail("an unsupported dtype must not run"))
+    monkeypatch.setattr(tinyref.verify.check, "dtype_support", lambda device, dtype: f"no {dtype} here")
     assert main(["check", "--device", default_backend, "--dtype", "bfloat16", "--json"]) == 1
     captured = capsys.readouterr()
     assert [(r["ok"], r["reason"]) for r in json.loads(captured.out)["devices"]] == [(None, "no bfloat16 here")]

@@ -15,11 +15,11 @@ from tinygrad.nn.state import get_state_dict
 import oracle
 from helpers import UNTIED, as_namespace, load_params
 from tinyref import GPTStyleTransformer
-from tinyref.checkpoint import (MODEL_FILE, OPTIMIZER_FILE, load_checkpoint, load_config, optimizer_arrays,
+from tinyref.train.checkpoint import (MODEL_FILE, OPTIMIZER_FILE, load_checkpoint, load_config, optimizer_arrays,
                                 save_checkpoint)
 from tinyref.errors import CheckpointError
 from tinyref.optim import make_optimizer
-from tinyref.tokenizer import train_tokenizer
+from tinyref.train.tokenizer import train_tokenizer
 
 
 def weights(model) -> dict:
@@ -145,7 +145,7 @@ def test_restoring_into_an_optimizer_with_other_groups_is_refused(saved):
 def test_a_failing_save_leaves_the_old_checkpoint_untouched(saved, monkeypatch):
     path, model, opt, tok = saved
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    import tinyref.checkpoint as ck
+    import tinyref.train.checkpoint as ck
     real = ck.write_safetensors
 
     def fail_on_optimizer(file, arrays):
@@ -166,8 +166,8 @@ import sys, numpy as np
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 from tinyref import GPTStyleTransformer, GPTConfig
-from tinyref.checkpoint import save_checkpoint
-from tinyref.devices import select_device
+from tinyref.train.checkpoint import save_checkpoint
+from tinyref.runtime.devices import select_device
 select_device(None)
 model = GPTStyleTransformer(GPTConfig(**{cfg}))
 for i in range(1, 10**6):

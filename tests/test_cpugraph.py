@@ -1,4 +1,4 @@
-"""tinyref.cpugraph: a jitted step replayed from C, on every core, gives the same numbers, bit for bit,
+"""tinyref.runtime.cpugraph: a jitted step replayed from C, on every core, gives the same numbers, bit for bit,
 as tinygrad's own kernel-by-kernel replay (the same kernels, in the same order, each thread writing
 its own share of each output).
 
@@ -19,14 +19,15 @@ import pytest
 from tinygrad import Device, Tensor, TinyJit
 
 from helpers import TIED, adamw_case, adamw_run, load_params
-from tinyref import GPTStyleTransformer, cpugraph
-from tinyref.devices import current_device
-from tinyref.kvcache import KVCache
+from tinyref import GPTStyleTransformer
+from tinyref.runtime import cpugraph
+from tinyref.runtime.devices import current_device
+from tinyref.generation.kvcache import KVCache
 from tinyref.train import make_train_step
 
 DEVICE = cpugraph.buffer_device(current_device())   # CPU:LLVM's tensors live on CPU
 pytestmark = pytest.mark.skipif(type(Device[DEVICE]).__name__ != "CPUDevice" or not cpugraph.install(DEVICE),
-                                reason="tinyref.cpugraph replays the CPU device only (and needs clang to build its runner)")
+                                reason="tinyref.runtime.cpugraph replays the CPU device only (and needs clang to build its runner)")
 
 
 class CountingGraph(cpugraph.CPUGraph):

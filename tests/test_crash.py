@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from helpers import TIED, TIED_BT
-from tinyref.checkpoint import load_checkpoint
+from tinyref.train.checkpoint import load_checkpoint
 from tinyref.errors import TrainingError
 from tinyref.train import TrainOptions, train
 

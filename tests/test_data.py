@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyref.data import (TOKENS_FILE, BatchSampler, iter_text, split_tokens, text_pieces, token_dtype,
+from tinyref.train.data import (TOKENS_FILE, BatchSampler, iter_text, split_tokens, text_pieces, token_dtype,
                           tokenize_to_file, validation_windows)
 from tinyref.errors import DataError, UsageError
-from tinyref.tokenizer import train_tokenizer
+from tinyref.train.tokenizer import train_tokenizer
 
 BAD_FILES = {
     "missing": (None, "does not exist"),

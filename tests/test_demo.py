@@ -5,7 +5,7 @@ import pytest
 
 import oracle
 from tinyref import GPTConfig
-from tinyref.data import synthetic_batches
+from tinyref.train.data import synthetic_batches
 from tinyref.train import train_next_word_predictor
 
 

@@ -1,6 +1,6 @@
 """The oracle-agreement checks on every tinygrad backend: forward, causal mask, every gradient, one AdamW step.
 
-Each device runs tinyref.check's case once (``device_result``, shared by all of its tests) and the
+Each device runs tinyref.verify.check's case once (``device_result``, shared by all of its tests) and the
 tests judge those numbers with the same functions ``tinyref check`` uses. A device this machine
 cannot use is skipped with the reason. The negative controls plant errors in copies of the numbers,
 so they prove the judging catches them without compiling anything new.
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import THOROUGH, device_result
-from tinyref.check import ADAMW, THOROUGH_CASE, judge, row_from, run_oracle
-from tinyref.tolerances import tolerances_for
+from tinyref.verify.check import ADAMW, THOROUGH_CASE, judge, row_from, run_oracle
+from tinyref.verify.tolerances import tolerances_for
 
 REDUCED_PRECISION = ("float16", "bfloat16")
 

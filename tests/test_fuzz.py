@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 import oracle
 from helpers import UNTIED, as_namespace, load_params
 from tinyref import GPTStyleTransformer
-from tinyref.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint, load_config, read_safetensors, save_checkpoint
+from tinyref.train.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint, load_config, read_safetensors, save_checkpoint
 from tinyref.cli import build_parser
 from tinyref.config import GPTConfig
 from tinyref.errors import CheckpointError, ConfigError, TinyrefError
-from tinyref.tokenizer import tokenizer_from_json, train_tokenizer
-from tinyref.train_cli import demo_settings
+from tinyref.train.tokenizer import tokenizer_from_json, train_tokenizer
+from tinyref.cli.train import demo_settings
 
 fuzz = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

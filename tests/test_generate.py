@@ -16,13 +16,13 @@ import oracle
 from tests.helpers import TIED, as_namespace, float32_exact, model_with
 from tests.strategies import seeds
 from tinyref import attention_maps, evaluate
-from tinyref.checkpoint import save_checkpoint
+from tinyref.train.checkpoint import save_checkpoint
 from tinyref.cli import main
-from tinyref.evaluation import eval_windows
-from tinyref.generate import (generate_ids, make_decoder, sample_token, sampling_distribution, softmax, top_k_filter,
+from tinyref.generation.evaluation import eval_windows
+from tinyref.generation.sampling import (generate_ids, make_decoder, sample_token, sampling_distribution, softmax, top_k_filter,
                               top_p_filter)
-from tinyref.tokenizer import CharTokenizer
-from tinyref.tolerances import FLOAT32, assert_close
+from tinyref.train.tokenizer import CharTokenizer
+from tinyref.verify.tolerances import FLOAT32, assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.xdist_group("generation")     # with test_kvcache.py: one worker compiles TIED once
@@ -178,7 +178,7 @@ def test_attention_maps_equal_the_oracle_attention(tied):
 
 
 def oracle_perplexity(params, ids: list[int]) -> float:
-    """exp(mean loss) over non-overlapping windows, computed independently of tinyref.evaluation."""
+    """exp(mean loss) over non-overlapping windows, computed independently of tinyref.generation.evaluation."""
     T, total, count = TIED.context_length, 0.0, 0
     for s in range(0, len(ids) - 1, T):
         x, y = ids[s:s + T], ids[s + 1:s + T + 1]

@@ -19,10 +19,11 @@ from tinygrad.nn.state import safe_load
 
 import oracle
 import tinyref
-from tinyref import CheckpointError, tolerances
+from tinyref import CheckpointError
+from tinyref.verify import tolerances
 from tinyref.cli import main
-from tinyref.golden import ADAMW, MANIFEST, PRESETS, load_golden
-from tinyref.tolerances import FLOAT64, compare
+from tinyref.verify.golden import ADAMW, MANIFEST, PRESETS, load_golden
+from tinyref.verify.tolerances import FLOAT64, compare
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -206,7 +207,7 @@ def test_an_unwritable_out_is_a_one_line_error_and_leaves_files_alone(tmp_path, 
 
 
 def test_the_writer_refuses_a_dtype_safetensors_cannot_name(tmp_path):
-    from tinyref.golden import write_safetensors
+    from tinyref.verify.golden import write_safetensors
     with pytest.raises(tinyref.UsageError, match="z: dtype complex128 has no safetensors name here"):
         write_safetensors(tmp_path / "x.safetensors", {"z": np.zeros(2, dtype=np.complex128)})
     assert not (tmp_path / "x.safetensors").exists()

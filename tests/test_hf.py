@@ -13,9 +13,9 @@ import oracle
 from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, load_params, oracle_forward_backward, tinyref_forward_backward
 from strategies import seeds
 from tinyref import CheckpointError, ConfigError, GPTConfig, GPTStyleTransformer
-from tinyref.hf import config_from_hf, config_to_hf, from_hf, load_hf_gpt2, save_hf_gpt2, to_hf, transpose_conv1d
+from tinyref.verify.hf import config_from_hf, config_to_hf, from_hf, load_hf_gpt2, save_hf_gpt2, to_hf, transpose_conv1d
 from tinyref.testing import ReferenceMismatch, assert_matches_reference
-from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64, compare
+from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64, compare
 
 CASES = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT)}
 _tinyref_models = {}

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 import oracle
 from tests.helpers import TIED, UNTIED, as_namespace, float32_exact, load_params, model_with, tinygrad_examples
 from tests.strategies import configs, seeds
-from tinyref.kvcache import KVCache, RecomputeDecoder
-from tinyref.tolerances import FLOAT32, FLOAT64, assert_close, compare
+from tinyref.generation.kvcache import KVCache, RecomputeDecoder
+from tinyref.verify.tolerances import FLOAT32, FLOAT64, assert_close, compare
 
 # Under pytest-xdist, this file's and test_generate.py's tests run on one worker, so the TIED and
 # UNTIED kernels compile once for both.

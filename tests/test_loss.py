@@ -10,7 +10,7 @@ import oracle
 from helpers import assert_no_mismatch, finite_difference_mismatches, tinygrad_examples
 from strategies import seeds
 from tinyref import cross_entropy
-from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, Mismatch, compare
+from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, Mismatch, compare
 
 
 # --8<-- [start:test_fd]

@@ -12,7 +12,7 @@ from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, adamw_mismatches, as_name
                      step_loss_mismatches, tinygrad_examples, tinyref_adamw)
 from strategies import configs, seeds
 from tinyref import GPTConfig, GPTStyleTransformer
-from tinyref.tolerances import KEY_BIAS_GRADIENT_ZERO
+from tinyref.verify.tolerances import KEY_BIAS_GRADIENT_ZERO
 
 MODELS = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT)}
 _built = {}

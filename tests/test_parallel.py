@@ -1,9 +1,9 @@
-"""Data parallel training (tinyref.parallel): the TIED model's batch sharded over two virtual devices of
+"""Data parallel training (tinyref.runtime.parallel): the TIED model's batch sharded over two virtual devices of
 the default backend gives the same gradients and the same weights after jitted AdamW steps as one device.
 
 The two runs add their numbers in different orders (each device reduces its half of the batch, then
 the halves are summed), so they agree to float32 rounding, not bit for bit: the tolerances are
-tinyref/tolerances.py's float32 ones. Both runs are also held against the float64 oracle.
+tinyref/verify/tolerances.py's float32 ones. Both runs are also held against the float64 oracle.
 """
 import numpy as np
 import pytest
@@ -13,11 +13,11 @@ from tinygrad.nn.state import get_state_dict
 from helpers import (ADAMW_DECAY, ADAMW_HYPER, TIED, adamw_case, adamw_mismatches, as_namespace, assert_no_mismatch,
                      load_params, oracle_forward_backward, tinyref_adamw, trained_weight_mismatches)
 from tinyref import GPTStyleTransformer, MultiHeadSelfAttention, cross_entropy
-from tinyref.devices import current_device
+from tinyref.runtime.devices import current_device
 from tinyref.errors import UsageError
 from tinyref.optim import make_optimizer
-from tinyref.parallel import replicate, shard_batch, virtual_devices
-from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, compare
+from tinyref.runtime.parallel import replicate, shard_batch, virtual_devices
+from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, compare
 from tinyref.train import make_train_step
 
 # under pytest -n, this module's tests run on one worker (conftest.SHARED_RUN_MODULES): the runs are shared

@@ -9,7 +9,7 @@ from helpers import (TIED, TIED_BT, as_namespace, assert_no_mismatch, batch_perm
                      float32_exact, load_params, prefix_mismatches, tinygrad_examples)
 from strategies import config_and_tokens, seeds
 from tinyref import GPTStyleTransformer
-from tinyref.tolerances import FLOAT64_REARRANGED
+from tinyref.verify.tolerances import FLOAT64_REARRANGED
 
 MODEL = GPTStyleTransformer(TIED)   # one compiled forward for the tinyref side; weights reloaded per example
 

@@ -13,7 +13,7 @@ from tinygrad import Tensor, dtypes
 
 from helpers import TIED, TIED_BT, random_inputs
 from tinyref import GPTStyleTransformer
-from tinyref.memory import resident_mib
+from tinyref.runtime.memory import resident_mib
 from tinyref.optim import make_optimizer
 from tinyref.train import make_train_step
 

@@ -18,11 +18,11 @@ from hypothesis import given, settings
 
 import oracle
 from tinyref import GPTConfig, UsageError
-from tinyref.hf import HF_PREFIX, transpose_conv1d
+from tinyref.verify.hf import HF_PREFIX, transpose_conv1d
 from tinyref.testing import (COMPONENTS, REFERENCE_CASES, ReferenceMismatch, assert_component_matches,
                              assert_loss_matches, assert_matches_reference, reference_inputs)
 from tinyref.testing import strategies as user_strategies
-from tinyref.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
+from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

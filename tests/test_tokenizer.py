@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyref.errors import CheckpointError, UsageError
-from tinyref.tokenizer import BPETokenizer, CharTokenizer, WordTokenizer, load_tokenizer, train_tokenizer
+from tinyref.train.tokenizer import BPETokenizer, CharTokenizer, WordTokenizer, load_tokenizer, train_tokenizer
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.\n", "Grüße, 世界! naïve café — 🙂\n"] * 20
 

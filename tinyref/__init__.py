@@ -4,12 +4,12 @@ from .block import TransformerDecoderBlock
 from .config import GPTConfig
 from .embedding import LearnedPositionalEmbeddings, TokenEmbedding
 from .errors import CheckpointError, ConfigError, DataError, DeviceError, TinyrefError, UsageError
-from .evaluation import evaluate
+from .generation.evaluation import evaluate
 from .feedforward import PositionWiseFeedForward
-from .generate import generate
+from .generation.sampling import generate
 from .layernorm import LayerNorm
 from .loss import cross_entropy
 from .model import GPTStyleTransformer, check_token_ids
-from .visualize import attention_maps
+from .generation.attention_maps import attention_maps
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ from tinygrad import Tensor, nn
 # --8<-- [start:causal_mask]
 def causal_mask(T: int, device=None) -> Tensor:
     """(T, T) additive mask: 0 on and below the diagonal, -inf above it (position t sees 0..t).
-    ``device``: the scores' device, a tuple when the batch is sharded (tinyref.parallel)."""
+    ``device``: the scores' device, a tuple when the batch is sharded (tinyref.runtime.parallel)."""
     return Tensor.full((T, T), float("-inf"), device=device).triu(1)
 # --8<-- [end:causal_mask]
 

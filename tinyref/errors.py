@@ -46,3 +46,9 @@ def require(module: str, purpose: str, extra: str = "train"):
     except ImportError:
         raise UsageError(f"{purpose} needs the Python package '{module.split('.')[0]}', which is not installed: "
                          f"pip install 'tinyref[{extra}]'") from None
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only (the Agg backend: no display needed)."""
+    require("matplotlib", "drawing a PNG").use("Agg")
+    return require("matplotlib.pyplot", "drawing a PNG")

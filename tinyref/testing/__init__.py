@@ -23,9 +23,9 @@ import oracle
 
 from ..config import GPTConfig
 from ..errors import UsageError
-from ..golden import PRESETS, GoldenCase
-from ..hf import to_hf, transpose_conv1d
-from ..tolerances import FLOAT32, FLOAT32_GRAD, Tolerance, compare, max_error, round_to
+from ..verify.golden import PRESETS, GoldenCase
+from ..verify.hf import to_hf, transpose_conv1d
+from ..verify.tolerances import FLOAT32, FLOAT32_GRAD, Tolerance, compare, max_error, round_to
 
 __all__ = ["COMPONENTS", "REFERENCE_CASES", "ReferenceMismatch", "assert_component_matches",
            "assert_loss_matches", "assert_matches_reference", "reference_inputs"]

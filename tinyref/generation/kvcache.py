@@ -23,8 +23,8 @@ import math
 import numpy as np
 from tinygrad import Tensor, TinyJit, Variable, dtypes
 
-from . import cpugraph
-from .model import GPTStyleTransformer, check_token_ids
+from ..runtime import cpugraph
+from ..model import GPTStyleTransformer, check_token_ids
 
 
 def _heads(t: Tensor, H: int) -> Tensor:

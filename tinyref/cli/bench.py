@@ -5,10 +5,10 @@ import argparse
 import json
 import sys
 
-from .bench import CONFIGS, TORCH_MISSING, bench_config, generation_results, machine_info, torch_available
-from .devices import describe_device, select_device
-from .errors import UsageError
-from .train import check_positive
+from ..bench.harness import CONFIGS, TORCH_MISSING, bench_config, generation_results, machine_info, torch_available
+from ..runtime.devices import describe_device, select_device
+from ..errors import UsageError
+from ..train.options import check_positive
 
 COLUMNS = ("config", "impl", "warm-up s", "ms/step", "tokens/s", "peak MB", "vs torch-eager")
 WIDTHS = (6, 13, 9, 9, 10, 8, 0)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import CheckpointError, UsageError, require
+from ..errors import CheckpointError, UsageError, require
 
 TOKENIZERS = ("char", "word", "bpe")
 BYTE_ALPHABET = 256          # byte-level BPE starts from one token per byte

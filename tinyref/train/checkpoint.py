@@ -26,11 +26,11 @@ from tinygrad.nn.state import get_state_dict
 
 import oracle
 
-from .config import GPTConfig
-from .devices import use_device
-from .errors import CheckpointError, ConfigError
-from .model import GPTStyleTransformer
-from .optim import optimizer_groups
+from ..config import GPTConfig
+from ..runtime.devices import use_device
+from ..errors import CheckpointError, ConfigError
+from ..model import GPTStyleTransformer
+from ..optim import optimizer_groups
 from .tokenizer import Tokenizer, load_tokenizer
 
 MODEL_FILE, OPTIMIZER_FILE = "model.safetensors", "optimizer.safetensors"

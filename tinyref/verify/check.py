@@ -17,12 +17,12 @@ from tinygrad.nn.state import get_state_dict
 
 import oracle
 
-from .config import GPTConfig
-from .devices import DTYPES, captured_stderr, dtype_support, failure_reason, normalize_device, probe_device, use_device
+from ..config import GPTConfig
+from ..runtime.devices import DTYPES, captured_stderr, dtype_support, failure_reason, normalize_device, probe_device, use_device
 from .golden import PRESETS
-from .loss import cross_entropy
-from .model import GPTStyleTransformer
-from .optim import decayed_keys, make_optimizer
+from ..loss import cross_entropy
+from ..model import GPTStyleTransformer
+from ..optim import decayed_keys, make_optimizer
 from .tolerances import FLOAT32, Mismatch, compare, max_error, round_to, tolerances_for
 
 

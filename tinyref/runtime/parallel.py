@@ -16,7 +16,7 @@ from __future__ import annotations
 from tinygrad import Device, Tensor
 from tinygrad.nn.state import get_state_dict
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def virtual_devices(n: int = 2, device: str | None = None) -> tuple[str, ...]:

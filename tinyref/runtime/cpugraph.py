@@ -119,7 +119,7 @@ class CPUGraph(GraphRunner):
 
 def buffer_device(name: str) -> str:
     """The tinygrad device whose buffers a target uses: ``CPU:LLVM`` and ``CPU:X86`` pick a renderer for
-    ``CPU`` (their tensors live on ``CPU``), while ``CPU:1`` is a device of its own (tinyref.parallel)."""
+    ``CPU`` (their tensors live on ``CPU``), while ``CPU:1`` is a device of its own (tinyref.runtime.parallel)."""
     base, _, suffix = name.partition(":")
     return name if not suffix or suffix.isdigit() else base
 

@@ -5,10 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import TOKENIZER_FILE, Checkpoint, load_checkpoint, load_config
-from .devices import describe_device, select_device
-from .errors import CheckpointError
-from .generate import check_count, check_sampling, generate
+from ..train.checkpoint import TOKENIZER_FILE, Checkpoint, load_checkpoint, load_config
+from ..runtime.devices import describe_device, select_device
+from ..errors import CheckpointError
+from ..generation.sampling import check_count, check_sampling, generate
 
 
 def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,17 +5,17 @@ import argparse
 import importlib
 import sys
 
-from .errors import TinyrefError
+from ..errors import TinyrefError
 
 # name -> (module that defines add_arguments(parser) and run(args), one-line help)
 COMMANDS = {
-    "train": ("tinyref.train_cli", "train a model (no arguments: the classic demo)"),
-    "check": ("tinyref.check_cli", "check agreement with the NumPy oracle on every available device"),
-    "export-golden": ("tinyref.golden_cli", "write the oracle's golden vectors (safetensors + manifest.json)"),
-    "generate": ("tinyref.generate_cli", "continue a prompt with a trained checkpoint (KV-cached sampling)"),
-    "attention": ("tinyref.attention_cli", "draw a checkpoint's attention weights on a text as heatmaps (PNG)"),
-    "eval": ("tinyref.eval_cli", "a checkpoint's loss and perplexity on a text file"),
-    "bench": ("tinyref.bench_cli", "time training steps (and generation), against PyTorch and the oracle with --compare"),
+    "train": ("tinyref.cli.train", "train a model (no arguments: the classic demo)"),
+    "check": ("tinyref.cli.check", "check agreement with the NumPy oracle on every available device"),
+    "export-golden": ("tinyref.cli.export_golden", "write the oracle's golden vectors (safetensors + manifest.json)"),
+    "generate": ("tinyref.cli.generate", "continue a prompt with a trained checkpoint (KV-cached sampling)"),
+    "attention": ("tinyref.cli.attention", "draw a checkpoint's attention weights on a text as heatmaps (PNG)"),
+    "eval": ("tinyref.cli.eval", "a checkpoint's loss and perplexity on a text file"),
+    "bench": ("tinyref.cli.bench", "time training steps (and generation), against PyTorch and the oracle with --compare"),
 }
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import oracle
 
 from . import tolerances
-from .config import GPTConfig
-from .errors import CheckpointError, UsageError
+from ..config import GPTConfig
+from ..errors import CheckpointError, UsageError
 
 FORMAT = "tinyref-golden-1"
 MANIFEST = "manifest.json"
@@ -157,14 +157,14 @@ def _tolerance(tol: tolerances.Tolerance) -> dict:
 
 def manifest(cases: dict, files: dict, seed: int) -> dict:
     """The manifest: what each file holds, how it was made, and how to compare against it."""
-    from . import __version__
+    from .. import __version__
     return {
         "format": FORMAT,
         "tinyref_version": __version__,
         "generator": "tinyref's float64 NumPy oracle (package 'oracle'), oracle.init_params weights rounded to float32 values",
         "seed": seed,
         "layout": ("tinyref state-dict keys; linear weights (out, in); Hugging Face GPT-2 Conv1D weights are the "
-                   "transpose (tinyref.hf); tied models have no lm_head.weight (the head is wte.weight)"),
+                   "transpose (tinyref.verify.hf); tied models have no lm_head.weight (the head is wte.weight)"),
         "tensors": {
             "inputs.idx, inputs.targets": "int64 (B, T) token ids and next-token targets",
             "params.<key>": "float64 weights",

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 from .kvcache import KVCache, RecomputeDecoder
-from .model import GPTStyleTransformer
+from ..model import GPTStyleTransformer
 
 
 def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:

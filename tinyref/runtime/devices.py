@@ -16,7 +16,7 @@ from tinygrad import Context, Device, Tensor, dtypes
 from tinygrad.helpers import DEV
 
 from . import cpugraph, programcache
-from .errors import DeviceError
+from ..errors import DeviceError
 
 GPU_DEVICES = ("CUDA", "NV", "AMD", "METAL", "WEBGPU")
 CPU_DEVICES = ("CPU", "CPU:LLVM", "CPU:X86", "CL", "PYTHON")
@@ -120,8 +120,8 @@ def select_device(spec: str | None) -> str:
     """Make ``spec`` the default tinygrad target for this process and return its name.
 
     None keeps a ``DEV`` set in the environment, and otherwise picks ``default_device()``.
-    Also keeps lowered kernels on disk (tinyref.programcache), so later runs start faster, and on a CPU
-    device replays jitted steps from C on every core (tinyref.cpugraph).
+    Also keeps lowered kernels on disk (tinyref.runtime.programcache), so later runs start faster, and on a CPU
+    device replays jitted steps from C on every core (tinyref.runtime.cpugraph).
     """
     programcache.enable()
     if spec is None and DEV.device:
@@ -153,7 +153,7 @@ def current_device() -> str:
 
 def describe_device(name: str | None = None) -> str:
     """A human line such as ``CPU:LLVM (CPULLVMRenderer, steps replayed from C on 2 threads)`` for banners
-    and reports; the part after the renderer says whether tinyref.cpugraph launches jitted steps."""
+    and reports; the part after the renderer says whether tinyref.runtime.cpugraph launches jitted steps."""
     name = name or current_device()
     with Context(DEV=name):
         renderer = type(Device[name.split(':')[0]].renderer).__name__

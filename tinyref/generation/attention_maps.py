@@ -6,14 +6,8 @@ import math
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-from .errors import UsageError, require
-from .model import GPTStyleTransformer, check_token_ids
-
-
-def pyplot():
-    """matplotlib's pyplot, drawing to files only (the Agg backend: no display needed)."""
-    require("matplotlib", "drawing a PNG").use("Agg")
-    return require("matplotlib.pyplot", "drawing a PNG")
+from ..errors import UsageError, pyplot
+from ..model import GPTStyleTransformer, check_token_ids
 
 
 def token_ids(tokens, tokenizer=None) -> list[int]:

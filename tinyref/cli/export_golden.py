@@ -5,9 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import GPTConfig
-from .errors import ConfigError, UsageError
-from .golden import PRESETS, GoldenCase, export_golden
+from ..config import GPTConfig
+from ..errors import ConfigError, UsageError
+from ..verify.golden import PRESETS, GoldenCase, export_golden
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .config import GPTConfig
-from .memory import peak_resident_mib, reset_peak
+from ..config import GPTConfig
+from ..runtime.memory import peak_resident_mib, reset_peak
 
 # --8<-- [start:configs]
 # name -> (batch size, model); S is the seed demo's shapes.
@@ -80,7 +80,7 @@ def tinyref_model(cfg: GPTConfig, params: dict[str, np.ndarray]):
     from tinygrad import Tensor
     from tinygrad.nn.state import load_state_dict
 
-    from .model import GPTStyleTransformer
+    from ..model import GPTStyleTransformer
     model = GPTStyleTransformer(cfg)
     load_state_dict(model, {k: Tensor(v) for k, v in params.items()}, verbose=False)
     return model
@@ -114,8 +114,8 @@ def time_steps(impl: str, config: str, tokens: int, make_step, steps: int) -> Re
 def tinyref_step_maker(cfg: GPTConfig, params, x, y):
     from tinygrad import Device, Tensor, dtypes
 
-    from .optim import make_optimizer
-    from .train import make_train_step
+    from ..optim import make_optimizer
+    from ..train import make_train_step
 
     def make():
         model = tinyref_model(cfg, params)
@@ -149,7 +149,7 @@ def oracle_step_maker(cfg: GPTConfig, params, x, y):
 
 
 def torch_step_maker(cfg: GPTConfig, params, x, y, compile: bool):
-    from .bench_torch import make_torch_step
+    from .torch_gpt import make_torch_step
     return lambda: make_torch_step(cfg, params, x, y, LR, compile=compile)
 
 
@@ -187,7 +187,7 @@ def bench_config(name: str, steps: int, compare: bool, log=None) -> list[Result]
 
 def generation_results(name: str, new_tokens: int) -> list[dict]:
     """Greedy generation tokens/s of config ``name``'s model, with and without the KV cache."""
-    from .generate import generation_speed
+    from ..generation.sampling import generation_speed
     _, cfg = CONFIGS[name]
     model = tinyref_model(cfg, bench_params(cfg))
     rows = []
@@ -207,7 +207,7 @@ def machine_info(device: str) -> dict:
     """Where and when the figures were taken (the load average says how busy the shared machine was)."""
     from importlib.metadata import version
 
-    from .devices import describe_device
+    from ..runtime.devices import describe_device
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

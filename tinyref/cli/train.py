@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import UsageError
-from .train import TrainOptions, train, train_next_word_predictor
+from ..errors import UsageError
+from ..train import TrainOptions, train, train_next_word_predictor
 
 # The demo's defaults (the seed's): used when neither --data nor --resume is given.
 DEMO = dict(vocab_size=52, context_length=16, d_model=32, n_heads=4, n_layers=2, d_ff=None, batch_size=8, epochs=30,

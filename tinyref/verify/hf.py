@@ -21,8 +21,8 @@ import numpy as np
 
 import oracle
 
-from .config import GPTConfig
-from .errors import CheckpointError, ConfigError
+from ..config import GPTConfig
+from ..errors import CheckpointError, ConfigError
 from .golden import read_safetensors, replacing_directory, write_safetensors
 
 HF_PREFIX = "transformer."

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .checkpoint import load_config
-from .errors import UsageError
-from .generate_cli import add_checkpoint_arguments, open_checkpoint
-from .visualize import attention_maps, check_layer_head, plot_attention, token_labels
+from ..train.checkpoint import load_config
+from ..errors import UsageError
+from .generate import add_checkpoint_arguments, open_checkpoint
+from ..generation.attention_maps import attention_maps, check_layer_head, plot_attention, token_labels
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

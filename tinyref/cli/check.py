@@ -5,9 +5,9 @@ import argparse
 import json
 from dataclasses import asdict
 
-from .check import check_one
-from .devices import DTYPES, KNOWN_DEVICES, normalize_device
-from .errors import TinyrefError
+from ..verify.check import check_one
+from ..runtime.devices import DTYPES, KNOWN_DEVICES, normalize_device
+from ..errors import TinyrefError
 
 COLUMNS = ("device", "dtype", "forward err", "grad err", "causal", "seconds", "verdict")
 WIDTHS = (9, 9, 12, 10, 7, 8, 0)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from .data import iter_text
-from .evaluation import evaluate
-from .generate_cli import add_checkpoint_arguments, open_checkpoint
+from ..train.data import iter_text
+from ..generation.evaluation import evaluate
+from .generate import add_checkpoint_arguments, open_checkpoint
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,8 +13,8 @@ import math
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 
-from .errors import UsageError
-from .model import GPTStyleTransformer, check_token_ids
+from ..errors import UsageError
+from ..model import GPTStyleTransformer, check_token_ids
 
 
 # --8<-- [start:windows]

@@ -1,0 +1,161 @@
+"""Training on a text file: tokenize, sample batches, step, evaluate, checkpoint, resume bit for bit."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tinygrad import Tensor, TinyJit, dtypes
+from tqdm import tqdm
+
+from ..config import GPTConfig
+from ..errors import DeviceError, TrainingError, UsageError
+from ..loss import cross_entropy
+from ..model import GPTStyleTransformer
+from ..optim import lr_at, make_optimizer
+from ..runtime.devices import describe_device, dtype_support, select_device
+from ..runtime.memory import peak_resident_mib
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import BatchSampler, check_data_file, split_tokens, text_pieces, tokenize_to_file, validation_windows
+from .options import TRAIN_DEFAULTS, TrainOptions, resolve_options
+from .runs import CHECKPOINT_DIR, METRICS_FILE, checkpoint_dir, load_train_state, plot_metrics, prepare_out, read_metrics
+from .step import TrainStep
+from .tokenizer import train_tokenizer
+
+
+@dataclass
+class TrainResult:
+    model: GPTStyleTransformer
+    tokenizer: object
+    step: int
+    metrics: list[dict]
+    out: Path
+    checkpoint: Path
+
+
+def make_eval(model: GPTStyleTransformer):
+    """A jitted forward pass returning the mean loss of one batch (no gradients, float32 weights)."""
+    @TinyJit
+    def eval_loss(x: Tensor, y: Tensor) -> Tensor:
+        return cross_entropy(model(x), y).realize()
+    return eval_loss
+
+
+# --8<-- [start:train]
+def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
+    """Train on a text file (or continue a checkpoint); returns the model, its tokenizer and the metrics.
+
+    Same options, device and seed: the same weights, bit for bit, whether the run was interrupted
+    and resumed or not (weights, AdamW moments, step and the data sampler's state are checkpointed).
+    """
+    ckpt_in = checkpoint_dir(opts.resume) if opts.resume else None
+    saved_state = load_train_state(ckpt_in) if ckpt_in else None
+    o = resolve_options(opts, saved_state["options"] if saved_state else None)
+    check_data_file(o.data)
+    out = Path(opts.out or (ckpt_in.parent if ckpt_in and ckpt_in.name == CHECKPOINT_DIR else TRAIN_DEFAULTS["out"]))
+    out = out.absolute()
+    device = select_device(o.device)
+    reason = dtype_support(device, o.dtype)
+    if reason is not None:
+        raise DeviceError(f"--dtype {o.dtype}: {reason}; use --dtype float32 or another --device")
+    if ckpt_in:
+        ckpt = load_checkpoint(ckpt_in, device=device)
+        tokenizer, start = ckpt.tokenizer, int(saved_state["step"])
+        if start >= o.steps:
+            raise UsageError(f"the checkpoint is at step {start} already: give --steps more than {start}")
+    else:                  # reads the whole text once: a bad file fails here, before anything is written
+        pieces = (line for lines in text_pieces(o.data) for line in lines)
+        tokenizer = train_tokenizer(o.tokenizer, pieces, o.vocab_size if o.tokenizer == "bpe" else None)
+        if o.tokenizer != "bpe":
+            o.vocab_size = tokenizer.vocab_size
+        config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=o.context_length, d_model=o.d_model,
+                           n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff)
+        start = 0
+    prepare_out(out, resuming=ckpt_in is not None and ckpt_in.absolute() == (out / CHECKPOINT_DIR).absolute())
+    if ckpt_in:
+        model = ckpt.model
+    else:
+        Tensor.manual_seed(o.seed)
+        model = GPTStyleTransformer(config)
+    tokens = tokenize_to_file(o.data, tokenizer, out)
+    train_tokens, val_tokens = split_tokens(tokens, o.val_fraction, o.context_length)
+    sampler = BatchSampler(train_tokens, o.context_length, o.seed)
+    opt = make_optimizer(model, lr=o.lr, weight_decay=o.weight_decay)
+    if ckpt_in:
+        ckpt.restore_optimizer(opt)
+        sampler.state = saved_state["sampler"]
+    step_fn = TrainStep(model, opt, o.accum_steps, o.grad_clip, o.dtype, o.loss_scale)
+    eval_fn = make_eval(model)
+    vx, vy = validation_windows(val_tokens, o.eval_batches * o.batch_size, o.context_length)
+    val_batches = [(Tensor(a, dtype=dtypes.int32).realize(), Tensor(b, dtype=dtypes.int32).realize())
+                   for a, b in zip(np.split(vx, o.eval_batches), np.split(vy, o.eval_batches))]
+
+    def evaluate(step: int) -> dict:
+        loss = float(np.mean([eval_fn(x, y).item() for x, y in val_batches]))
+        return {"step": step, "val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0))}
+
+    metrics_path = out / METRICS_FILE
+    records = read_metrics(metrics_path, start) if ckpt_in else []
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))   # drop what followed the checkpoint
+    metrics_file = open(metrics_path, "a")
+    ckpt_out = out / CHECKPOINT_DIR
+    tokens_per_step = o.accum_steps * o.batch_size * o.context_length
+
+    log(f"Device: {describe_device(device)}; dtype {o.dtype}"
+        + (f" (float32 master weights, loss scale {step_fn.loss_scale:g})" if o.dtype != "float32" else ""))
+    log(f"Data: {o.data}: {len(tokens):,} {o.tokenizer} tokens (vocabulary {tokenizer.vocab_size}), "
+        f"{len(train_tokens):,} train / {len(val_tokens):,} validation")
+    log(f"Model: {model.num_parameters():,} parameters, d_model {o.d_model}, {o.n_layers} layers, {o.n_heads} heads, "
+        f"context {o.context_length}")
+    log(f"Steps {start} -> {o.steps}: batch {o.batch_size} x {o.accum_steps} micro-batches = {tokens_per_step:,} "
+        f"tokens/step, lr {o.lr:g} ({o.lr_schedule}, warm-up {o.warmup_steps}, min {o.min_lr:g}), "
+        f"weight decay {o.weight_decay:g}, clip {o.grad_clip:g}")
+    if start == 0:
+        records.append(evaluate(0))
+        metrics_file.write(json.dumps(records[-1]) + "\n")
+        log(f"step 0: val loss {records[-1]['val_loss']:.4f} (perplexity {records[-1]['val_perplexity']:.1f})")
+
+    with metrics_file, tqdm(total=o.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        say = bar.write if progress else log
+        timed_from, timed_tokens, t0 = start + 2, 0, time.perf_counter()   # step 1 compiles and captures the jit; time from step 3
+        for step in range(start, o.steps):
+            lr = lr_at(step, o.lr, o.warmup_steps, o.decay_steps, o.lr_schedule, o.min_lr)
+            x, y = sampler.sample(o.accum_steps * o.batch_size)                 # (k*B, T)
+            shape = (o.accum_steps, o.batch_size, o.context_length)
+            out_t = step_fn(Tensor(x.reshape(shape), dtype=dtypes.int32), Tensor(y.reshape(shape), dtype=dtypes.int32),
+                            Tensor([lr], dtype=dtypes.float32))
+            loss, norm = out_t.tolist()                                          # the one host sync per step
+            if not (math.isfinite(loss) and math.isfinite(norm)):     # raised before this step is ever saved
+                raise TrainingError(f"training diverged at step {step + 1} (loss {loss}, gradient norm {norm}); "
+                                    f"the last checkpoint in "
+                                    f"{ckpt_out} is kept: lower --lr" + (", or --loss-scale" if o.dtype == "float16" else ""))
+            if step + 1 == timed_from:
+                t0 = time.perf_counter()
+            elif step + 1 > timed_from:
+                timed_tokens += tokens_per_step
+            rate = timed_tokens / max(time.perf_counter() - t0, 1e-9) if timed_tokens else 0.0
+            record = {"step": step + 1, "train_loss": loss, "lr": lr, "grad_norm": norm, "tokens_per_s": rate}
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+            bar.update()
+            new = [record]
+            if (step + 1) % o.eval_every == 0 or step + 1 == o.steps:
+                new.append(evaluate(step + 1))
+                say(f"step {step + 1}: train loss {loss:.4f}, val loss {new[-1]['val_loss']:.4f} "
+                    f"(perplexity {new[-1]['val_perplexity']:.1f}), {rate:,.0f} tokens/s")
+            records += new
+            metrics_file.write("".join(json.dumps(r) + "\n" for r in new))
+            if (step + 1) % o.save_every == 0 or step + 1 == o.steps:
+                metrics_file.flush()
+                state = {"step": step + 1, "sampler": sampler.state, "options": asdict(o)}
+                save_checkpoint(ckpt_out, model, opt, tokenizer, state)
+    log(f"Saved checkpoint at step {o.steps}: {ckpt_out}")
+    if timed_tokens:
+        log(f"Speed: {timed_tokens / (time.perf_counter() - t0):,.0f} tokens/s after compiling; "
+            f"peak memory (RSS) {peak_resident_mib() or 0:,.0f} MiB")
+    if o.plot:
+        log(f"Plot: {plot_metrics(read_metrics(metrics_path), o.plot)}")
+    return TrainResult(model, tokenizer, o.steps, records, out, ckpt_out)
+# --8<-- [end:train]
