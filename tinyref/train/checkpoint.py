@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
@@ -41,17 +43,10 @@ DTYPE = "F32"              # tinyref stores float32 master weights and optimizer
 
 # --8<-- [start:safetensors]
 def write_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """The safetensors layout: 8-byte little-endian header length, JSON header, then the raw tensors."""
-    header, offset = {}, 0
-    for k, a in arrays.items():
-        header[k] = {"dtype": DTYPE, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)          # pad so the data starts 8-byte aligned
+    """float32 arrays in the safetensors format (written by the format's reference package), synced to disk."""
+    blob = safetensors.numpy.save({k: np.asarray(a, dtype="<f4", order="C") for k, a in arrays.items()})
     with open(path, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little") + blob)
-        for a in arrays.values():
-            f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
+        f.write(blob)
         f.flush()
         os.fsync(f.fileno())
 # --8<-- [end:safetensors]
@@ -102,9 +97,12 @@ def check_safetensors(path: Path, expected: dict[str, tuple] | None = None):
 
 def read_safetensors(path: Path, expected: dict[str, tuple]) -> dict[str, np.ndarray]:
     """The tensors of ``path``; nothing beyond the header is read until check_safetensors() passes."""
-    spans, offset, data_size = check_safetensors(path, expected)
-    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(data_size,)) if data_size else np.zeros(0, np.uint8)
-    return {k: np.array(raw[s:e]).view("<f4").reshape(shape) for k, (s, e, shape) in spans.items()}
+    check_safetensors(path, expected)
+    try:
+        with safetensors.safe_open(path, framework="np") as f:
+            return {k: f.get_tensor(k) for k in expected}
+    except (safetensors.SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path.parent.name}/{path.name} cannot be read as safetensors ({e})") from None
 
 
 def optimizer_arrays(optimizer, model) -> dict[str, np.ndarray]:
