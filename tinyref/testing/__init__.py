@@ -184,11 +184,12 @@ COMPONENTS = {
                            lambda p: oracle.sub_params(p, "h.0.ln_1."), lambda cfg: (cfg.layer_norm_eps,), "hidden"),
     "attention": Component(oracle.attention_forward, oracle.attention_backward,
                            lambda p: oracle.sub_params(p, "h.0.attn."), lambda cfg: (cfg.n_heads,), "hidden"),
-    "gelu": Component(oracle.gelu_forward, oracle.gelu_backward, lambda p: {}, lambda cfg: (), "wide"),
+    "gelu": Component(oracle.activation_forward, oracle.activation_backward, lambda p: {},
+                      lambda cfg: (oracle.variant(cfg)[0],), "wide"),
     "feedforward": Component(oracle.feedforward_forward, oracle.feedforward_backward,
-                             lambda p: oracle.sub_params(p, "h.0.mlp."), lambda cfg: (), "hidden"),
+                             lambda p: oracle.sub_params(p, "h.0.mlp."), lambda cfg: (oracle.variant(cfg)[0],), "hidden"),
     "block": Component(oracle.block_forward, oracle.block_backward, lambda p: oracle.sub_params(p, "h.0."),
-                       lambda cfg: (cfg.n_heads, cfg.layer_norm_eps), "hidden"),
+                       lambda cfg: (cfg.n_heads, cfg.layer_norm_eps, oracle.variant(cfg)[0]), "hidden"),
 }
 # --8<-- [end:components]
 
