@@ -1,7 +1,6 @@
 """Shared test machinery: fixed tinygrad shapes, loading oracle weights into tinyref, running both sides."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import types
@@ -29,7 +28,7 @@ TIED_BT = (2, 8)
 UNTIED = PRESETS["untied"].config   # GPTConfig(vocab_size=7, context_length=8, d_model=8, n_heads=1, n_layers=1, d_ff=16,
                                      #           tie_embeddings=False)
 UNTIED_BT = (2, 5)
-NANOGPT = dataclasses.replace(TIED, activation="gelu", bias=False)   # nanoGPT's variant: exact GELU, no biases
+NANOGPT = PRESETS["nanogpt"].config  # TIED with nanoGPT's bias=False model's activation="gelu", bias=False
 # --8<-- [end:shapes]
 
 
