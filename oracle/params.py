@@ -2,9 +2,11 @@
 import numpy as np
 
 
+# --8<-- [start:variant]
 def variant(cfg):
     """(activation, bias) of ``cfg``; a config object without these attributes describes GPT-2."""
     return getattr(cfg, "activation", "gelu_tanh"), getattr(cfg, "bias", True)
+# --8<-- [end:variant]
 
 
 def param_shapes(cfg):

@@ -1,6 +1,7 @@
 """Position-wise feed-forward network: the same two-layer MLP applied to every position."""
 from tinygrad import Tensor, nn
 
+# --8<-- [start:feedforward]
 # GPTConfig.activation -> Tensor.gelu's ``approximate``. "none" is the exact 0.5 x (1 + erf(x / sqrt 2)) with
 # tinygrad's Tensor.erf, Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7, about 2.5 float32 ulps of 1, and autograd
 # differentiates that formula. Measured in float32 against the float64 oracle over [-10, 10]: 4.7e-7 on GELU (half
@@ -9,7 +10,6 @@ from tinygrad import Tensor, nn
 APPROXIMATE = {"gelu_tanh": "tanh", "gelu": "none"}
 
 
-# --8<-- [start:feedforward]
 class PositionWiseFeedForward:
     """c_proj(gelu(c_fc(x))): expand to d_ff, apply GELU (the tanh approximation, as GPT-2, or the exact erf
     GELU with ``activation="gelu"``), project back. ``bias=False``: neither linear layer has a bias."""
