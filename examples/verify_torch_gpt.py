@@ -26,14 +26,14 @@ from tinyref.testing import ReferenceMismatch, assert_component_matches, assert_
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
 
 
-# --- the model under test: a GPT-2 in PyTorch -------------------------------------------------
+# --- the model under test: a GPT-2 in PyTorch (with nanoGPT's exact-GELU and bias-free variants) -------------------------------------------------
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.n_heads = cfg.n_heads
-        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -54,19 +54,20 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"   # "gelu": nn.GELU()'s exact erf
+        self.c_fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
 
 
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
     def forward(self, x):
@@ -80,7 +81,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.context_length, cfg.d_model)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
     def forward(self, idx):
@@ -132,7 +133,7 @@ def loss_functions():
     return loss, dlogits
 
 
-COMPONENT_MODULES = {"layernorm": lambda cfg: nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps),
+COMPONENT_MODULES = {"layernorm": lambda cfg: nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias),
                      "attention": CausalSelfAttention, "feedforward": MLP, "block": Block}
 
 

@@ -8,11 +8,12 @@ given; tests use float64.
 from .attention import attention_backward, attention_forward, softmax_backward, softmax_forward
 from .block import block_backward, block_forward
 from .embedding import embedding_backward, embedding_forward
-from .feedforward import feedforward_backward, feedforward_forward, gelu_backward, gelu_forward
+from .feedforward import (ACTIVATIONS, activation_backward, activation_forward, feedforward_backward,
+                          feedforward_forward, gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward)
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .loss import cross_entropy_backward, cross_entropy_forward
 from .model import gpt_backward, gpt_forward
 from .optim import accumulate_gradients, adamw_step, clip_grad_norm, lr_at
-from .params import init_params, param_shapes, sub_params, with_prefix
+from .params import init_params, param_shapes, sub_params, variant, with_prefix
 from .kvcache import decode_step, empty_cache, incremental_logits, recomputed_logits

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .linear import linear_backward, linear_forward
+from .params import sub_params, with_prefix
 
 
 # --8<-- [start:softmax]
@@ -25,7 +26,7 @@ def softmax_backward(dout, cache):
 def attention_forward(x, p, n_heads):
     B, T, C = x.shape
     H, hd = n_heads, C // n_heads
-    qkv, c_attn = linear_forward(x, {"weight": p["c_attn.weight"], "bias": p["c_attn.bias"]})   # F1: (B, T, 3C)
+    qkv, c_attn = linear_forward(x, sub_params(p, "c_attn."))          # F1: (B, T, 3C)
     q, k, v = np.split(qkv, 3, axis=-1)                                  # F2: 3 x (B, T, C), [q | k | v]
     q, k, v = [t.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]   # F3: (B, H, T, hd)
     scale = 1.0 / math.sqrt(hd)                                         # a Python float: keeps x's dtype
@@ -35,7 +36,7 @@ def attention_forward(x, p, n_heads):
     att, sm = softmax_forward(masked)                                    # F6: rows sum to 1, zeros above the diagonal
     y = att @ v                                                          # F7: (B, H, T, hd)
     merged = y.transpose(0, 2, 1, 3).reshape(B, T, C)                    # F8: heads side by side
-    out, c_proj = linear_forward(merged, {"weight": p["c_proj.weight"], "bias": p["c_proj.bias"]})  # F9
+    out, c_proj = linear_forward(merged, sub_params(p, "c_proj."))      # F9
     cache = {"q": q, "k": k, "v": v, "att": att, "scale": scale, "future": future,
              "sm": sm, "c_attn": c_attn, "c_proj": c_proj, "n_heads": n_heads}
     return out, cache
@@ -55,7 +56,5 @@ def attention_backward(dout, cache):
     dq, dk, dv = [t.transpose(0, 2, 1, 3).reshape(B, T, H * hd) for t in (dq, dk, dv)]   # from F3
     dqkv = np.concatenate([dq, dk, dv], axis=-1)                         # from F2
     dx, dattn = linear_backward(dqkv, cache["c_attn"])                   # from F1
-    dp = {"c_attn.weight": dattn["weight"], "c_attn.bias": dattn["bias"],
-          "c_proj.weight": dproj["weight"], "c_proj.bias": dproj["bias"]}
-    return dx, dp
+    return dx, {**with_prefix("c_attn.", dattn), **with_prefix("c_proj.", dproj)}
 # --8<-- [end:attention]

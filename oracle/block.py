@@ -6,12 +6,12 @@ from .params import sub_params, with_prefix
 
 
 # --8<-- [start:block]
-def block_forward(x, p, n_heads, eps=1e-5):
+def block_forward(x, p, n_heads, eps=1e-5, activation="gelu_tanh"):
     a, ln_1 = layernorm_forward(x, sub_params(p, "ln_1."), eps)          # F1
     att, attn = attention_forward(a, sub_params(p, "attn."), n_heads)    # F2
     x1 = x + att                                                     # F3: residual
     m, ln_2 = layernorm_forward(x1, sub_params(p, "ln_2."), eps)         # F4
-    f, mlp = feedforward_forward(m, sub_params(p, "mlp."))               # F5
+    f, mlp = feedforward_forward(m, sub_params(p, "mlp."), activation)   # F5
     out = x1 + f                                                     # F6: residual
     return out, (ln_1, attn, ln_2, mlp)
 

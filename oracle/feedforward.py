@@ -1,9 +1,10 @@
-"""GELU (tanh approximation) and the position-wise feed-forward network, forward and backward."""
+"""GELU (tanh approximation and exact erf) and the position-wise feed-forward network, forward and backward."""
 import math
 
 import numpy as np
 
 from .linear import linear_backward, linear_forward
+from .params import sub_params, with_prefix
 
 GELU_C = math.sqrt(2.0 / math.pi)   # a Python float, so float32 inputs stay float32
 
@@ -25,20 +26,54 @@ def gelu_backward(dout, cache):
 # --8<-- [end:gelu]
 
 
+# --8<-- [start:gelu_erf]
+# NumPy has no erf; math.erf is correctly rounded to ~1 ulp of float64, element by element
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def gelu_erf_forward(x, p=None):
+    phi_cdf = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)).astype(x.dtype))   # F1: Φ(x), the standard normal CDF
+    out = x * phi_cdf                                                   # F2
+    return out, (x, phi_cdf)
+
+
+def gelu_erf_backward(dout, cache):
+    x, phi_cdf = cache
+    phi_pdf = np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))   # from F1: Φ'(x) = φ(x), the normal density
+    dx = dout * (phi_cdf + x * phi_pdf)                                 # from F2, product rule: Φ(x) + x φ(x)
+    return dx, {}
+# --8<-- [end:gelu_erf]
+
+
+# --8<-- [start:activation]
+# GPTConfig.activation -> the (forward, backward) pair of its GELU
+ACTIVATIONS = {"gelu_tanh": (gelu_forward, gelu_backward), "gelu": (gelu_erf_forward, gelu_erf_backward)}
+
+
+def activation_forward(x, p=None, activation="gelu_tanh"):
+    forward, backward = ACTIVATIONS[activation]
+    out, cache = forward(x)
+    return out, (backward, cache)                # the cache remembers which backward it needs
+
+
+def activation_backward(dout, cache):
+    backward, cache = cache
+    return backward(dout, cache)
+# --8<-- [end:activation]
+
+
 # --8<-- [start:feedforward]
-def feedforward_forward(x, p):
-    h, fc = linear_forward(x, {"weight": p["c_fc.weight"], "bias": p["c_fc.bias"]})         # F1: (B, T, F)
-    a, act = gelu_forward(h)                                                                # F2
-    out, proj = linear_forward(a, {"weight": p["c_proj.weight"], "bias": p["c_proj.bias"]})  # F3: (B, T, C)
+def feedforward_forward(x, p, activation="gelu_tanh"):
+    h, fc = linear_forward(x, sub_params(p, "c_fc."))         # F1: (B, T, F)
+    a, act = activation_forward(h, None, activation)          # F2
+    out, proj = linear_forward(a, sub_params(p, "c_proj."))   # F3: (B, T, C)
     return out, (fc, act, proj)
 
 
 def feedforward_backward(dout, cache):
     fc, act, proj = cache
     da, dproj = linear_backward(dout, proj)      # from F3
-    dh, _ = gelu_backward(da, act)               # from F2
+    dh, _ = activation_backward(da, act)         # from F2
     dx, dfc = linear_backward(dh, fc)            # from F1
-    dp = {"c_fc.weight": dfc["weight"], "c_fc.bias": dfc["bias"],
-          "c_proj.weight": dproj["weight"], "c_proj.bias": dproj["bias"]}
-    return dx, dp
+    return dx, {**with_prefix("c_fc.", dfc), **with_prefix("c_proj.", dproj)}
 # --8<-- [end:feedforward]

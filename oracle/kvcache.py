@@ -15,7 +15,7 @@ from .feedforward import feedforward_forward
 from .layernorm import layernorm_forward
 from .linear import linear_forward
 from .model import gpt_forward
-from .params import sub_params
+from .params import sub_params, variant
 
 
 def empty_cache(cfg, dtype=np.float64):
@@ -44,7 +44,7 @@ def decode_step(token, params, cfg, cache):
         out, _ = linear_forward(y, sub_params(p, "attn.c_proj."))
         x = x + out                                                                    # (C,)
         m, _ = layernorm_forward(x, sub_params(p, "ln_2."), cfg.layer_norm_eps)
-        f, _ = feedforward_forward(m, sub_params(p, "mlp."))
+        f, _ = feedforward_forward(m, sub_params(p, "mlp."), variant(cfg)[0])
         x = x + f                                                                      # (C,)
     xf, _ = layernorm_forward(x, sub_params(params, "ln_f."), cfg.layer_norm_eps)
     head = params["wte.weight" if cfg.tie_embeddings else "lm_head.weight"]            # (V, C)

@@ -4,23 +4,26 @@ import numpy as np
 
 # --8<-- [start:layernorm]
 def layernorm_forward(x, p, eps=1e-5):
-    w, b = p["weight"], p["bias"]                # (C,), (C,)
+    w, b = p["weight"], p.get("bias")            # (C,), (C,) or None (bias=False)
     mean = x.mean(-1, keepdims=True)             # F1: (B, T, 1)
     xc = x - mean                                # F2: (B, T, C)
     var = (xc * xc).mean(-1, keepdims=True)      # F3: (B, T, 1), biased as in GPT-2
     rstd = 1.0 / np.sqrt(var + eps)              # F4: (B, T, 1)
     xhat = xc * rstd                             # F5: (B, T, C)
-    out = xhat * w + b                           # F6: (B, T, C)
-    return out, (xhat, rstd, w)
+    out = xhat * w                               # F6: (B, T, C)
+    if b is not None:
+        out = out + b                            # F7
+    return out, (xhat, rstd, w, b is not None)
 
 
 def layernorm_backward(dout, cache):
-    xhat, rstd, w = cache
+    xhat, rstd, w, has_bias = cache
     axes = tuple(range(dout.ndim - 1))
-    dw = (dout * xhat).sum(axes)                 # from F6
-    db = dout.sum(axes)                          # from F6
+    dp = {"weight": (dout * xhat).sum(axes)}     # from F6
+    if has_bias:
+        dp["bias"] = dout.sum(axes)              # from F7
     dxhat = dout * w                             # from F6
     # F1-F5 together: xhat is x centred and scaled by rstd, which depends on every x in the row
     dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
-    return dx, {"weight": dw, "bias": db}
+    return dx, dp
 # --8<-- [end:layernorm]

@@ -4,17 +4,19 @@ import numpy as np
 from .block import block_backward, block_forward
 from .embedding import embedding_backward, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
-from .params import sub_params, with_prefix
+from .params import sub_params, variant, with_prefix
 
 
 # --8<-- [start:model]
 def gpt_forward(idx, params, cfg):
-    """idx (B, T) integers -> logits (B, T, V) and the cache gpt_backward needs."""
+    """idx (B, T) integers -> logits (B, T, V) and the cache gpt_backward needs. Biases take part
+    where ``params`` has them (``cfg.bias=False``: none); the MLP's GELU is ``cfg.activation``'s."""
     idx = np.asarray(idx)
+    activation, _ = variant(cfg)
     x, emb = embedding_forward(idx, {k: params[k] for k in ("wte.weight", "wpe.weight")})   # F1: (B, T, C)
     blocks = []
     for i in range(cfg.n_layers):
-        x, c = block_forward(x, sub_params(params, f"h.{i}."), cfg.n_heads, cfg.layer_norm_eps)  # F2: (B, T, C)
+        x, c = block_forward(x, sub_params(params, f"h.{i}."), cfg.n_heads, cfg.layer_norm_eps, activation)  # F2
         blocks.append(c)
     xf, ln_f = layernorm_forward(x, sub_params(params, "ln_f."), cfg.layer_norm_eps)        # F3: (B, T, C)
     head_key = "wte.weight" if cfg.tie_embeddings else "lm_head.weight"

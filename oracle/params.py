@@ -2,22 +2,35 @@
 import numpy as np
 
 
+# --8<-- [start:variant]
+def variant(cfg):
+    """(activation, bias) of ``cfg``; a config object without these attributes describes GPT-2."""
+    return getattr(cfg, "activation", "gelu_tanh"), getattr(cfg, "bias", True)
+# --8<-- [end:variant]
+
+
 def param_shapes(cfg):
     """Every state-dict key of the model described by ``cfg``, with its shape (tinygrad (out, in) layout)."""
     C, F, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
     shapes = {"wte.weight": (V, C), "wpe.weight": (cfg.context_length, C)}
     for i in range(cfg.n_layers):
-        shapes.update({
-            f"h.{i}.ln_1.weight": (C,), f"h.{i}.ln_1.bias": (C,),
-            f"h.{i}.attn.c_attn.weight": (3 * C, C), f"h.{i}.attn.c_attn.bias": (3 * C,),
-            f"h.{i}.attn.c_proj.weight": (C, C), f"h.{i}.attn.c_proj.bias": (C,),
-            f"h.{i}.ln_2.weight": (C,), f"h.{i}.ln_2.bias": (C,),
-            f"h.{i}.mlp.c_fc.weight": (F, C), f"h.{i}.mlp.c_fc.bias": (F,),
-            f"h.{i}.mlp.c_proj.weight": (C, F), f"h.{i}.mlp.c_proj.bias": (C,),
-        })
-    shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
+        # each layer's weight shape; its bias, when it has one, is (weight.shape[0],)
+        layers = {"ln_1": (C,), "attn.c_attn": (3 * C, C), "attn.c_proj": (C, C), "ln_2": (C,),
+                  "mlp.c_fc": (F, C), "mlp.c_proj": (C, F)}
+        shapes.update(layer_shapes(f"h.{i}.", layers, cfg))
+    shapes.update(layer_shapes("", {"ln_f": (C,)}, cfg))
     if not cfg.tie_embeddings:
         shapes["lm_head.weight"] = (V, C)
+    return shapes
+
+
+def layer_shapes(prefix, layers, cfg):
+    """``<prefix><layer>.weight`` for each layer, and ``.bias`` of its output width unless ``cfg`` has no biases."""
+    shapes = {}
+    for name, weight in layers.items():
+        shapes[f"{prefix}{name}.weight"] = weight
+        if variant(cfg)[1]:
+            shapes[f"{prefix}{name}.bias"] = weight[:1]
     return shapes
 
 

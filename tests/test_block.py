@@ -20,7 +20,7 @@ def test_oracle_block_backward_matches_finite_differences(cfg, B, data):
     T = data.draw(st.integers(1, min(cfg.context_length, 4)), label="T")
     x, dout = rng.standard_normal((B, T, cfg.d_model)), rng.standard_normal((B, T, cfg.d_model))
     assert_no_mismatch(oracle_component_fd(oracle.block_forward, oracle.block_backward, x, block_params(rng, cfg),
-                                           dout, cfg.n_heads, cfg.layer_norm_eps))
+                                           dout, cfg.n_heads, cfg.layer_norm_eps, oracle.variant(cfg)[0]))
 # --8<-- [end:test_fd]
 
 

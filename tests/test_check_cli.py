@@ -18,7 +18,7 @@ from tinyref.runtime.devices import KNOWN_DEVICES, probe_device
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason"}
+ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason", "model"}
 
 
 def unavailable_device() -> str:
@@ -140,3 +140,28 @@ def test_bad_device_from_the_command_line_has_no_traceback():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == "tinyref: error: unknown device 'nope': choose one of " + ", ".join(KNOWN_DEVICES) + "\n"
+
+
+def test_the_nanogpt_variant_is_checked_on_request(default_backend, capsys):
+    """--model nanogpt: nanoGPT's variant (exact GELU, no biases) agrees too; --model gpt2 is the default run."""
+    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "nanogpt")
+    assert (row.model, row.ok, row.causal_ok) == ("nanogpt", True, True), row
+    assert 0 < row.forward_max_err < FLOAT32.atol and 0 < row.grad_max_err < FLOAT32_GRAD.atol
+    case = tinyref.verify.check.case_for(default_backend, "nanogpt")
+    assert (case.config.activation, case.config.bias) == ("gelu", False)
+    with pytest.MonkeyPatch.context() as mp:        # the gpt2 row is the shared default run, not recompiled
+        mp.setattr(tinyref.verify.check, "run_case", lambda device, dtype, case=None, seed=0: (
+            device_result(default_backend) if case is None else pytest.fail("gpt2 must run the default case")))
+        status, report = check_json(capsys, "--device", default_backend, "--model", "gpt2")
+    assert status == 0 and [r["model"] for r in report["devices"]] == ["gpt2"]
+
+
+def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, monkeypatch):
+    """Negative control: the variant's run judged against the oracle of GPT-2's tanh GELU fails on the logits."""
+    real = tinyref.verify.check.run_oracle
+
+    def oracle_of_gpt2(case, *args):
+        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, activation="gelu_tanh")), *args)
+    monkeypatch.setattr(tinyref.verify.check, "run_oracle", oracle_of_gpt2)
+    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "nanogpt")
+    assert row.ok is False and "logits" in row.reason

@@ -200,3 +200,16 @@ def test_killing_the_writer_never_leaves_a_half_checkpoint(tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt"]
     save_checkpoint(path, ckpt.model)          # the next save clears what killed writers left behind
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"], leftovers
+
+
+def test_a_config_json_without_the_variant_fields_loads_as_gpt2(saved):
+    """Checkpoints written before GPTConfig had activation and bias: tanh GELU, biases, same weights."""
+    path, model, _, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    assert (config.pop("activation"), config.pop("bias")) == ("gelu_tanh", True)
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = load_checkpoint(path)
+    assert (loaded.model.config.activation, loaded.model.config.bias) == ("gelu_tanh", True)
+    assert load_config(path) == UNTIED
+    for k, v in weights(model).items():
+        np.testing.assert_array_equal(weights(loaded.model)[k], v)

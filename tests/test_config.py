@@ -59,3 +59,30 @@ def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
                     layer_norm_eps=np.float32(1e-3))
     assert (cfg.vocab_size, cfg.d_model, cfg.d_ff) == (11, 8, 12) and type(cfg.vocab_size) is int
     assert type(cfg.layer_norm_eps) is float and cfg == GPTConfig.from_dict(cfg.to_dict())
+
+
+def test_the_variants_default_to_gpt2():
+    cfg = GPTConfig()
+    assert (cfg.activation, cfg.bias) == ("gelu_tanh", True)
+    assert (GPTConfig(activation="gelu", bias=False).activation, GPTConfig(bias=False).bias) == ("gelu", False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("activation", "relu", "GPTConfig.activation must be one of 'gelu_tanh', 'gelu', got 'relu'"),
+    ("activation", "gelu_new", "GPTConfig.activation must be one of 'gelu_tanh', 'gelu', got 'gelu_new'"),
+    ("bias", "no", "GPTConfig.bias must be True or False, got 'no'"),
+    ("bias", 0, "GPTConfig.bias must be True or False, got 0"),
+])
+def test_variant_fields_are_validated_in_one_line(field, value, message):
+    with pytest.raises(ConfigError) as e:
+        GPTConfig(**{field: value})
+    assert str(e.value) == message
+
+
+def test_a_config_saved_without_the_variant_fields_loads_as_gpt2():
+    """config.json written before activation and bias existed: the fields take GPT-2's values."""
+    old = {k: v for k, v in GPTConfig(vocab_size=7, d_model=8, n_heads=2).to_dict().items() if k not in ("activation", "bias")}
+    cfg = GPTConfig.from_dict(old)
+    assert (cfg.activation, cfg.bias) == ("gelu_tanh", True)
+    variant = GPTConfig(vocab_size=7, d_model=8, n_heads=2, activation="gelu", bias=False)
+    assert GPTConfig.from_dict(variant.to_dict()) == variant

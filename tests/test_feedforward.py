@@ -1,5 +1,8 @@
-"""GELU and the feed-forward network: oracle vs finite differences; tinyref vs oracle."""
+"""GELU (tanh and exact erf) and the feed-forward network: oracle vs finite differences; tinyref vs oracle."""
+import math
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -7,23 +10,31 @@ import oracle
 from helpers import tinygrad_examples, assert_no_mismatch, component_mismatches, oracle_component_fd
 from strategies import seeds
 from tinyref import PositionWiseFeedForward
+from tinyref.feedforward import APPROXIMATE
 
 
 class Gelu:
+    """tinyref's GELU for ``activation`` (the call PositionWiseFeedForward makes), as a module."""
+
+    def __init__(self, activation="gelu_tanh"):
+        self.approximate = APPROXIMATE[activation]
+
     def __call__(self, x):
-        return x.gelu()
+        return x.gelu(approximate=self.approximate)
 
 
-def ffn_params(rng, C, F, scale=0.7):
-    return {"c_fc.weight": rng.standard_normal((F, C)) * scale, "c_fc.bias": rng.standard_normal(F) * scale,
-            "c_proj.weight": rng.standard_normal((C, F)) * scale, "c_proj.bias": rng.standard_normal(C) * scale}
+def ffn_params(rng, C, F, scale=0.7, bias=True):
+    params = {"c_fc.weight": rng.standard_normal((F, C)) * scale, "c_fc.bias": rng.standard_normal(F) * scale,
+              "c_proj.weight": rng.standard_normal((C, F)) * scale, "c_proj.bias": rng.standard_normal(C) * scale}
+    return params if bias else {k: v for k, v in params.items() if not k.endswith(".bias")}
 
 
-@given(n=st.integers(1, 20), seed=seeds)
-def test_oracle_gelu_backward_matches_finite_differences(n, seed):
+@given(n=st.integers(1, 20), activation=st.sampled_from(sorted(oracle.ACTIVATIONS)), seed=seeds)
+def test_oracle_gelu_backward_matches_finite_differences(n, activation, seed):
+    """Both GELUs: the tanh approximation and the exact erf one."""
     rng = np.random.default_rng(seed)
     x, dout = rng.uniform(-5, 5, (1, 1, n)), rng.standard_normal((1, 1, n))
-    assert_no_mismatch(oracle_component_fd(oracle.gelu_forward, oracle.gelu_backward, x, {}, dout))
+    assert_no_mismatch(oracle_component_fd(*oracle.ACTIVATIONS[activation], x, {}, dout))
 
 
 # --8<-- [start:test_gelu_formula]
@@ -43,6 +54,35 @@ def test_tinyref_gelu_matches_oracle():
     assert_no_mismatch(component_mismatches(Gelu(), oracle.gelu_forward, oracle.gelu_backward, {}, x, dout))
 
 
+# --8<-- [start:test_gelu_erf_formula]
+def test_oracle_exact_gelu_is_x_times_the_normal_cdf():
+    """x Φ(x), Φ from math.erf, and its derivative Φ(x) + x φ(x) written out independently."""
+    for x in (-3.0, -1.0, 0.0, 0.5, 2.0):
+        cdf = 0.5 * (1 + math.erf(x / math.sqrt(2)))
+        pdf = math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+        out, cache = oracle.gelu_erf_forward(np.array(x))
+        assert abs(float(out) - x * cdf) < 1e-15
+        assert abs(float(oracle.gelu_erf_backward(np.array(1.0), cache)[0]) - (cdf + x * pdf)) < 1e-15
+# --8<-- [end:test_gelu_erf_formula]
+
+
+def test_tinyref_exact_gelu_matches_oracle():
+    """The same grid for activation="gelu": tinygrad's erf is an approximation (|error| <= 1.5e-7, see
+    tinyref/feedforward.py), far inside the float32 tolerances."""
+    x = np.linspace(-4, 4, 2 * 8 * 16).reshape(2, 8, 16)
+    dout = np.random.default_rng(0).standard_normal(x.shape)
+    assert_no_mismatch(component_mismatches(Gelu("gelu"), oracle.gelu_erf_forward, oracle.gelu_erf_backward, {}, x, dout))
+
+
+@pytest.mark.parametrize("activation", sorted(oracle.ACTIVATIONS))
+def test_oracle_activation_pair_dispatches_on_the_config_value(activation):
+    x = np.linspace(-3, 3, 7)
+    forward, backward = oracle.ACTIVATIONS[activation]
+    out, cache = oracle.activation_forward(x, None, activation)
+    assert np.array_equal(out, forward(x)[0])
+    assert np.array_equal(oracle.activation_backward(x, cache)[0], backward(x, forward(x)[1])[0])
+
+
 # --8<-- [start:test_fd]
 @given(B=st.integers(1, 2), T=st.integers(1, 3), C=st.integers(1, 4), F=st.integers(1, 6), seed=seeds)
 def test_oracle_feedforward_backward_matches_finite_differences(B, T, C, F, seed):
@@ -51,6 +91,18 @@ def test_oracle_feedforward_backward_matches_finite_differences(B, T, C, F, seed
     assert_no_mismatch(oracle_component_fd(oracle.feedforward_forward, oracle.feedforward_backward,
                                            x, ffn_params(rng, C, F), dout))
 # --8<-- [end:test_fd]
+
+
+@given(B=st.integers(1, 2), T=st.integers(1, 3), C=st.integers(1, 4), F=st.integers(1, 6),
+       activation=st.sampled_from(sorted(oracle.ACTIVATIONS)), bias=st.booleans(), seed=seeds)
+def test_oracle_feedforward_variants_match_finite_differences(B, T, C, F, activation, bias, seed):
+    """Either GELU, with or without biases (then no bias gradients either)."""
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((B, T, C)), rng.standard_normal((B, T, C))
+    params = ffn_params(rng, C, F, bias=bias)
+    assert set(oracle.feedforward_backward(dout, oracle.feedforward_forward(x, params, activation)[1])[1]) == set(params)
+    assert_no_mismatch(oracle_component_fd(oracle.feedforward_forward, oracle.feedforward_backward,
+                                           x, params, dout, activation))
 
 
 # --8<-- [start:test_agreement]
@@ -62,3 +114,14 @@ def test_tinyref_feedforward_matches_oracle(seed):
     assert_no_mismatch(component_mismatches(PositionWiseFeedForward(16, 24), oracle.feedforward_forward,
                                             oracle.feedforward_backward, ffn_params(rng, 16, 24, 0.3), x, dout))
 # --8<-- [end:test_agreement]
+
+
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_feedforward_nanogpt_variant_matches_oracle(seed):
+    """activation="gelu", bias=False: the module has only the two weights, and they agree with the oracle."""
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+    module = PositionWiseFeedForward(16, 24, activation="gelu", bias=False)
+    assert_no_mismatch(component_mismatches(module, oracle.feedforward_forward, oracle.feedforward_backward,
+                                            ffn_params(rng, 16, 24, 0.3, bias=False), x, dout, "gelu"))

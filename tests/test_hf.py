@@ -206,3 +206,32 @@ def test_bad_hf_input_is_a_one_line_error(tmp_path):
     (tmp_path / "bad" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="cannot read safetensors file"):
         load_hf_gpt2(tmp_path / "bad")
+
+
+def test_activation_names_map_both_ways():
+    """GPT2Config's "gelu_new" is GPTConfig's "gelu_tanh" (so is torch's fused "gelu_pytorch_tanh"); "gelu" is "gelu"."""
+    for hf_name, ours in (("gelu_new", "gelu_tanh"), ("gelu_pytorch_tanh", "gelu_tanh"), ("gelu", "gelu")):
+        assert config_from_hf({**config_to_hf(TIED), "activation_function": hf_name}).activation == ours
+    exact = GPTConfig(**{**TIED.to_dict(), "activation": "gelu"})
+    assert config_to_hf(exact)["activation_function"] == "gelu" and config_from_hf(config_to_hf(exact)) == exact
+
+
+def test_oracle_reproduces_hf_exact_gelu_gpt2_in_float64():
+    """HF's activation_function="gelu" model, read through config_from_hf, is the oracle's activation="gelu"."""
+    _, model, params, idx, targets = hf_case("tied", 0, activation="gelu")
+    cfg = config_from_hf(model.config.to_dict())
+    assert cfg.activation == "gelu"
+    found = mismatches(oracle_forward_backward(params, cfg, idx, targets),
+                       hf_forward_backward(model, cfg, idx, targets), FLOAT64, FLOAT64)
+    assert not found, "\n".join(found)
+
+
+def test_a_bias_free_model_has_no_hf_form(tmp_path):
+    cfg = GPTConfig(**{**TIED.to_dict(), "bias": False})
+    params = oracle.init_params(cfg, np.random.default_rng(0))
+    for convert in (lambda: config_to_hf(cfg), lambda: to_hf(params, cfg), lambda: save_hf_gpt2(tmp_path / "x", cfg, params),
+                    lambda: assert_matches_reference(lambda i, p, c: None, cfg=cfg, layout="hf")):
+        with pytest.raises(ConfigError) as e:
+            convert()
+        assert "\n" not in str(e.value) and "bias=False has no Hugging Face GPT-2 form" in str(e.value)
+    assert not (tmp_path / "x").exists()

@@ -15,18 +15,21 @@ from tinyref import LayerNorm
 ROW_SCALES = [1e-2, 1.0, 10.0]
 
 
-def layernorm_case(rng, shape, eps=1e-5):
+def layernorm_case(rng, shape, eps=1e-5, bias=True):
     C = shape[-1]
     rows = shape[:-1] + (1,)
     x = (rng.standard_normal(shape) + rng.standard_normal(rows)) * rng.choice(ROW_SCALES, size=rows)
     params = {"weight": 1.0 + 0.5 * rng.standard_normal(C), "bias": 0.5 * rng.standard_normal(C)}
+    if not bias:
+        del params["bias"]
     return x, params, rng.standard_normal(shape)
 
 
 # --8<-- [start:test_fd]
-@given(B=st.integers(1, 3), T=st.integers(1, 3), C=st.integers(2, 6), eps=st.sampled_from([1e-5, 1e-3]), seed=seeds)
-def test_oracle_layernorm_backward_matches_finite_differences(B, T, C, eps, seed):
-    x, params, dout = layernorm_case(np.random.default_rng(seed), (B, T, C))
+@given(B=st.integers(1, 3), T=st.integers(1, 3), C=st.integers(2, 6), eps=st.sampled_from([1e-5, 1e-3]),
+       bias=st.booleans(), seed=seeds)
+def test_oracle_layernorm_backward_matches_finite_differences(B, T, C, eps, bias, seed):
+    x, params, dout = layernorm_case(np.random.default_rng(seed), (B, T, C), bias=bias)
     assert_no_mismatch(oracle_component_fd(oracle.layernorm_forward, oracle.layernorm_backward, x, params, dout, eps))
 # --8<-- [end:test_fd]
 
@@ -47,3 +50,15 @@ def test_layernorm_normalises_rows():
     out, _ = oracle.layernorm_forward(x, {"weight": np.ones(8), "bias": np.zeros(8)}, eps=0.0)
     np.testing.assert_allclose(out.mean(-1), 0, atol=1e-12)
     np.testing.assert_allclose(out.var(-1), 1, atol=1e-12)
+
+
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_bias_free_layernorm_matches_oracle(seed):
+    """bias=False (nanoGPT): no bias tensor at all, and weight-only LayerNorm agrees with the oracle's."""
+    from tinygrad.nn.state import get_state_dict
+    module = LayerNorm(16, eps=1e-5, bias=False)
+    assert list(get_state_dict(module)) == ["weight"]
+    x, params, dout = layernorm_case(np.random.default_rng(seed), (2, 8, 16), bias=False)
+    assert_no_mismatch(component_mismatches(module, oracle.layernorm_forward, oracle.layernorm_backward,
+                                            params, x, dout, 1e-5))

@@ -7,14 +7,14 @@ from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
 import oracle
-from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, adamw_mismatches, as_namespace, assert_no_mismatch,
+from helpers import (NANOGPT, TIED, TIED_BT, UNTIED, UNTIED_BT, adamw_mismatches, as_namespace, assert_no_mismatch,
                      finite_difference_mismatches, model_mismatches, oracle_forward_backward, random_inputs,
                      step_loss_mismatches, tinygrad_examples, tinyref_adamw)
 from strategies import configs, seeds
 from tinyref import GPTConfig, GPTStyleTransformer
 from tinyref.verify.tolerances import KEY_BIAS_GRADIENT_ZERO
 
-MODELS = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT)}
+MODELS = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT), "nanogpt": (NANOGPT, TIED_BT)}
 _built = {}
 
 
@@ -31,6 +31,31 @@ def test_state_dict_keys_and_shapes_are_the_contract(tie):
     state = get_state_dict(GPTStyleTransformer(cfg))
     assert {k: tuple(t.shape) for k, t in state.items()} == oracle.param_shapes(cfg)
     assert ("lm_head.weight" in state) is (not tie)
+
+
+@pytest.mark.parametrize("activation", ["gelu_tanh", "gelu"])
+def test_bias_free_state_dict_has_no_bias_keys(activation):
+    cfg = GPTConfig(vocab_size=13, context_length=6, d_model=8, n_heads=2, n_layers=2, d_ff=20, activation=activation,
+                    bias=False)
+    state = get_state_dict(GPTStyleTransformer(cfg))
+    assert {k: tuple(t.shape) for k, t in state.items()} == oracle.param_shapes(cfg)
+    assert not [k for k in state if k.endswith(".bias")]
+    with_bias = oracle.param_shapes(GPTConfig(**{**cfg.to_dict(), "bias": True}))
+    assert set(with_bias) - set(state) == {k for k in with_bias if k.endswith(".bias")}   # only the biases go
+
+
+def test_oracle_reads_a_config_without_variant_attributes_as_gpt2():
+    """A namespace without activation/bias computes exactly what GPTConfig's defaults (GPT-2) compute."""
+    old = as_namespace(TIED)
+    del old.activation, old.bias
+    assert oracle.variant(old) == ("gelu_tanh", True)
+    rng = np.random.default_rng(3)
+    params = oracle.init_params(old, rng)
+    assert set(params) == set(oracle.param_shapes(TIED))
+    idx = rng.integers(0, TIED.vocab_size, TIED_BT)
+    assert np.array_equal(oracle.gpt_forward(idx, params, old)[0], oracle.gpt_forward(idx, params, TIED)[0])
+    exact_gelu = GPTConfig(**{**TIED.to_dict(), "activation": "gelu"})
+    assert not np.array_equal(oracle.gpt_forward(idx, params, old)[0], oracle.gpt_forward(idx, params, exact_gelu)[0])
 
 
 def test_parameter_count_is_the_sum_of_the_table():
@@ -82,6 +107,17 @@ def test_tinyref_model_matches_oracle(name, seed):
     idx, targets = random_inputs(rng, cfg, B, T)
     assert_no_mismatch(model_mismatches(built(name), params, as_namespace(cfg), idx, targets))
 # --8<-- [end:test_agreement]
+
+
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_nanogpt_variant_matches_oracle(seed):
+    """Exact GELU, no biases: logits, loss and every (bias-free) gradient agree."""
+    cfg, (B, T) = MODELS["nanogpt"]
+    rng = np.random.default_rng(seed)
+    params = oracle.init_params(as_namespace(cfg), rng)
+    idx, targets = random_inputs(rng, cfg, B, T)
+    assert_no_mismatch(model_mismatches(built("nanogpt"), params, as_namespace(cfg), idx, targets))
 
 
 def test_model_accepts_any_integer_dtype_and_lists():

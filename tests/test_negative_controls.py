@@ -7,6 +7,7 @@ into a copy of an oracle function, swapped in with monkeypatch, so no new tinygr
 the tinyref side is the real, correct code, and the checks must report the planted difference.
 """
 import math
+import types
 
 import numpy as np
 import pytest
@@ -133,6 +134,49 @@ def test_gelu_check_catches_exact_erf_gelu():
     assert any(m.name == "out" for m in found)
 
 
+def test_exact_gelu_check_catches_tanh_gelu():
+    """The reverse: tinyref's exact GELU checked against an oracle that computes the tanh one."""
+    x = np.linspace(-4, 4, 2 * 8 * 16).reshape(2, 8, 16)
+    dout = np.random.default_rng(0).standard_normal(x.shape)
+    found = component_mismatches(Gelu("gelu"), lambda x, p: (oracle.gelu_forward(x)[0], oracle.gelu_erf_forward(x)[1]),
+                                 oracle.gelu_erf_backward, {}, x, dout)
+    assert any(m.name == "out" for m in found)
+
+
+def oracle_of_the_other_variant(planted: str):
+    """oracle.gpt_forward computing the other variant than ``cfg`` says: the other GELU, or GPT-2's biases
+    dropped, or random biases added to a bias-free model (gradients reported for the model's own keys)."""
+    real = oracle.model.gpt_forward
+
+    def forward(idx, params, cfg):
+        other = types.SimpleNamespace(**vars(cfg))
+        if planted == "activation":
+            other.activation = "gelu_tanh" if cfg.activation == "gelu" else "gelu"
+            return real(idx, params, other)
+        other.bias = not cfg.bias
+        biases = {k: v for k, v in oracle.init_params(other, np.random.default_rng(0)).items() if k.endswith(".bias")}
+        kept = {**params, **biases} if other.bias else {k: v for k, v in params.items() if not k.endswith(".bias")}
+        logits, cache = real(idx, kept, other)
+        cache["keys"] = [k for k in params if k in kept]
+        return logits, cache
+    return forward
+
+
+@pytest.mark.parametrize("model", ["tied", "nanogpt"])
+@pytest.mark.parametrize("planted", ["activation", "bias"])
+def test_each_variants_model_check_catches_the_other_variant(model, planted, monkeypatch):
+    """GPT-2 (tanh GELU, biases) and nanoGPT's variant (exact GELU, no biases): the agreement check of each
+    fails on logits when the oracle computes the other variant's activation, or the other variant's biases."""
+    from test_model import MODELS, built
+    cfg = as_namespace(MODELS[model][0])
+    rng = np.random.default_rng(13)
+    params = oracle.init_params(cfg, rng)
+    idx, targets = random_inputs(rng, cfg, *TIED_BT)
+    monkeypatch.setattr(oracle, "gpt_forward", oracle_of_the_other_variant(planted))   # helpers.oracle is this module
+    found = model_mismatches(built(model), params, cfg, idx, targets)
+    assert any(m.name == "logits" for m in found), f"the {model} check missed the other {planted}"
+
+
 def test_model_check_catches_a_dropped_tied_embedding_gradient(monkeypatch):
     """gpt_backward that forgets the output head's share of wte's gradient."""
     from test_model import built
@@ -188,7 +232,7 @@ def test_finite_difference_check_catches_a_wrong_backward_line(monkeypatch):
     x, params, dout = layernorm_case(np.random.default_rng(6), (1, 2, 4))
 
     def layernorm_backward_without_mean_term(dout, cache):
-        xhat, rstd, w = cache
+        xhat, rstd, w = cache[:3]
         dxhat = dout * w
         dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(-1, keepdims=True))   # BUG: dropped - mean(dxhat)
         return dx, oracle.layernorm_backward(dout, cache)[1]

@@ -77,3 +77,29 @@ def test_oracle_accumulation_equals_one_big_batch():
     micro = [oracle_forward_backward(params, cfg, x[i::K], y[i::K])[2] for i in range(K)]
     assert_no_mismatch([m for key, g in oracle.accumulate_gradients(micro).items()
                         if (m := compare(f"accumulated {key}", g, whole[key], FLOAT64))])
+
+
+ADAMW_HYPERPARAMETERS = ("lr", "b1", "b2", "eps", "weight_decay")
+
+
+def default_mismatches(ours, reference) -> dict:
+    """{name: (ours, reference)} for each AdamW hyper-parameter whose default differs between the two functions."""
+    import inspect
+    defaults = [{k: p.default for k, p in inspect.signature(f).parameters.items()} for f in (ours, reference)]
+    pairs = {k: (defaults[0].get(k), defaults[1].get(k)) for k in ADAMW_HYPERPARAMETERS}
+    return {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
+
+
+def test_oracle_adamw_defaults_are_tinygrads():
+    """oracle.adamw_step called without lr, b1, b2, eps or weight_decay takes the step tinygrad's AdamW takes."""
+    from tinygrad.nn.optim import AdamW
+    assert default_mismatches(oracle.adamw_step, AdamW) == {}
+
+
+def test_the_defaults_check_catches_a_changed_default():
+    """Negative control: an adamw_step whose b2 default drifted to 0.99 is reported, with both values."""
+    from tinygrad.nn.optim import AdamW
+
+    def drifted(params, grads, state=None, lr=1e-3, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01):
+        raise NotImplementedError
+    assert default_mismatches(drifted, AdamW) == {"b2": (0.99, 0.999)}

@@ -45,3 +45,19 @@ def test_the_oracle_computes_in_the_dtype_it_is_given():
                 **{f"clipped {k}": g for k, g in clipped.items()}, **{f"adamw {k}": p for k, p in stepped.items()}}
     promoted = sorted(name for name, a in produced.items() if a.dtype != np.float32)
     assert not promoted, f"computed in another dtype than float32: {promoted}"
+
+
+def test_the_exact_gelu_variant_also_computes_in_the_dtype_it_is_given():
+    """math.erf works in float64; the exact GELU rounds its result back to the input's dtype."""
+    import numpy as np
+
+    import oracle
+    from helpers import NANOGPT, as_namespace
+    cfg = as_namespace(NANOGPT)
+    rng = np.random.default_rng(0)
+    params = {k: v.astype(np.float32) for k, v in oracle.init_params(cfg, rng).items()}
+    idx = rng.integers(0, cfg.vocab_size, (2, 5))
+    logits, cache = oracle.gpt_forward(idx, params, cfg)
+    grads = oracle.gpt_backward(np.ones_like(logits), cache)
+    assert logits.dtype == np.float32 and {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
+    assert set(grads) == set(params) and not [k for k in grads if k.endswith(".bias")]

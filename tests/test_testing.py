@@ -324,3 +324,90 @@ def test_the_buggy_example_fails_and_names_the_tensors(example_runs):
     assert failed_checks == {"whole model", "attention", "block"}, out
     for name in ("logits", "grad h.0.attn.c_attn.weight", "attention out", "attention dx", "block out"):
         assert re.search(rf"^  {re.escape(name)}: worst element at index \(", out, re.M), name
+
+
+# --- tolerances follow the dtype; variant configs -----------------------------------------------
+
+def scaled_oracle(factor: float, dtype=None):
+    """The oracle's forward with its logits multiplied by ``factor`` (1 + tiny: a planted relative error),
+    computed in ``dtype`` when given (NumPy's own float16 arithmetic, say)."""
+    def forward(idx, params, cfg):
+        if dtype is not None:
+            params = {k: v.astype(dtype) for k, v in params.items()}
+        return oracle.gpt_forward(idx, params, cfg)[0] * factor
+    return forward
+
+
+def test_float64_checks_use_float64_tolerances_by_default():
+    """dtype=np.float64 without tol: FLOAT64 applies, so a forward off by 1e-9 relative fails (FLOAT32 let it pass)."""
+    assert max(assert_matches_reference(*oracle_model(), dtype=np.float64).values()) == 0.0
+    with pytest.raises(ReferenceMismatch) as e:
+        assert_matches_reference(scaled_oracle(1 + 1e-9), dtype=np.float64)
+    assert "logits" in report(e.value) and f"rtol={FLOAT64.rtol:g}" in str(e.value)
+    assert assert_matches_reference(scaled_oracle(1 + 1e-9), dtype=np.float64, tol=FLOAT32)   # what it used to accept
+
+
+@pytest.mark.parametrize("dtype, off", [(np.float16, 1.05), ("bfloat16", 1.5)])
+def test_reduced_precision_checks_use_their_own_tolerances(dtype, off):
+    """float16 (NumPy computing in float16) and bfloat16 (float32 results rounded to bfloat16) pass the default,
+    dtype-derived tolerance (2.1e-2 and 0.17 of scale here); logits 5% (float16) or 50% (bfloat16) off fail it,
+    and the report names that tolerance."""
+    from tinyref.verify.tolerances import reduced_precision, round_to
+    name = "bfloat16" if dtype == "bfloat16" else "float16"
+
+    def in_dtype(idx, params, cfg):
+        if name == "float16":
+            return scaled_oracle(1.0, np.float16)(idx, params, cfg)
+        assert all(np.array_equal(round_to(v, "bfloat16"), v) for v in params.values()), "weights at bfloat16 values"
+        return round_to(scaled_oracle(1.0)(idx, params, cfg), "bfloat16")
+    errors = assert_matches_reference(in_dtype, dtype=dtype)
+    assert 0 < errors["logits"] < reduced_precision(name, REFERENCE_CASES["small"].config)[0].atol
+    with pytest.raises(ReferenceMismatch, match=rf"{name}: u\*sqrt"):
+        assert_matches_reference(lambda i, p, c: in_dtype(i, p, c) * off, dtype=dtype)
+
+
+def test_component_and_loss_checks_follow_the_dtype_too():
+    forward, backward = oracle_component("layernorm")
+    assert max(assert_component_matches("layernorm", forward, backward, dtype=np.float64).values()) == 0.0
+    with pytest.raises(ReferenceMismatch):
+        assert_component_matches("layernorm", lambda x, p, c: forward(x, p, c) * (1 + 1e-9), dtype=np.float64)
+    loss = lambda l, t: oracle.cross_entropy_forward(l, t)[0]  # noqa: E731
+    assert assert_loss_matches(loss, dtype=np.float64) == {"loss": 0.0}
+    with pytest.raises(ReferenceMismatch):
+        assert_loss_matches(lambda l, t: loss(l, t) * (1 + 1e-9), dtype=np.float64)
+    with pytest.raises(UsageError, match="dtype=.*use np.float64, np.float32, np.float16 or 'bfloat16'"):
+        assert_loss_matches(loss, dtype=np.int32)
+
+
+NANOGPT_CFG = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24,
+                        activation="gelu", bias=False)
+
+
+def test_variant_configs_pass_as_the_oracle_and_as_pytorch():
+    """nanoGPT's variant (exact GELU, no biases): the oracle and the example's PyTorch GPT, which follows
+    cfg.activation and cfg.bias as nanoGPT does, both pass the whole-model and component checks."""
+    torch_forward, torch_backward = torch_gpt.numpy_functions(torch_gpt.GPT)
+    for forward, backward in (oracle_model(), (torch_forward, lambda i, p, d, c: torch_backward(i, p, d, c)[1])):
+        errors = assert_matches_reference(forward, backward, NANOGPT_CFG, dtype=np.float64)
+        assert not [k for k in errors if k.endswith(".bias")] and max(errors.values()) < FLOAT64.atol
+    for name in ("gelu", "layernorm", "feedforward", "block"):
+        assert_component_matches(name, *oracle_component(name), NANOGPT_CFG, dtype=np.float64)
+        if name != "gelu":
+            assert_component_matches(name, *torch_gpt.numpy_functions(TORCH_COMPONENTS[name]), NANOGPT_CFG,
+                                     dtype=np.float64)
+
+
+@pytest.mark.parametrize("cfg", [NANOGPT_CFG, REFERENCE_CASES["small"].config], ids=["nanogpt", "gpt2"])
+def test_each_variants_check_fails_on_the_other_variants_model(cfg):
+    """Negative control: the PyTorch GPT built as the other activation fails on the logits; built as the
+    other bias setting (biases the check does not give it, or dropped), it fails too."""
+    from dataclasses import replace
+    other_act = replace(cfg, activation="gelu_tanh" if cfg.activation == "gelu" else "gelu")
+    forward, _ = torch_gpt.numpy_functions(lambda c: torch_gpt.GPT(other_act))
+    with pytest.raises(ReferenceMismatch) as e:
+        assert_matches_reference(forward, cfg=cfg, dtype=np.float64)
+    assert "logits" in report(e.value)
+    with pytest.raises((ReferenceMismatch, RuntimeError)) as e:      # torch refuses a state dict with other keys
+        assert_matches_reference(torch_gpt.numpy_functions(lambda c: torch_gpt.GPT(replace(cfg, bias=not cfg.bias)))[0],
+                                 cfg=cfg, dtype=np.float64)
+    assert "bias" in str(e.value)

@@ -266,3 +266,34 @@ def test_resuming_into_another_shape_changes_nothing(runs):
     before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
     assert_one_line_error(tinyref("--resume", base / "straight", "--d-model", 32, "--steps", 30), 2, "--d-model 32", "16")
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+
+
+# --- the model variants: --activation, --no-bias ----------------------------------------------------
+
+def test_variant_flags_reach_the_options_and_a_resumed_run_keeps_them():
+    from tinyref.cli import build_parser
+    from tinyref.errors import UsageError
+    from tinyref.train.options import resolve_options
+    args = build_parser().parse_args(["train", "--data", "x.txt", "--activation", "gelu", "--no-bias"])
+    assert (args.activation, args.bias) == ("gelu", False)
+    args = build_parser().parse_args(["train", "--data", "x.txt"])
+    assert (args.activation, args.bias) == (None, None)
+    fresh = resolve_options(TrainOptions(data="x.txt"), None)
+    assert (fresh.activation, fresh.bias) == ("gelu_tanh", True)
+    old_run = {k: v for k, v in vars(fresh).items() if k not in ("activation", "bias")}   # saved before the fields
+    assert (resolve_options(TrainOptions(), old_run).activation, resolve_options(TrainOptions(), old_run).bias) == (
+        "gelu_tanh", True)
+    with pytest.raises(UsageError, match="--activation gelu does not match the checkpoint's gelu_tanh"):
+        resolve_options(TrainOptions(activation="gelu"), old_run)
+
+
+def test_training_a_bias_free_exact_gelu_model_saves_its_variant(text_file, tmp_path):
+    """nanoGPT's variant trains, and its checkpoint says so: config.json fields, no .bias weights."""
+    from tinyref.train.checkpoint import CONFIG_FILE, load_checkpoint
+    run = train(options(text_file, tmp_path / "nanogpt", steps=2, activation="gelu", bias=False),
+                log=lambda s: None, progress=False)
+    saved = json.loads((run.checkpoint / CONFIG_FILE).read_text())
+    assert (saved["activation"], saved["bias"]) == ("gelu", False)
+    ckpt = load_checkpoint(run.checkpoint)
+    assert (ckpt.model.config.activation, ckpt.model.config.bias) == ("gelu", False)
+    assert not [k for k in get_state_dict(ckpt.model) if k.endswith(".bias")]

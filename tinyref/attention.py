@@ -16,10 +16,10 @@ def causal_mask(T: int, device=None) -> Tensor:
 class MultiHeadSelfAttention:
     """softmax(q k^T / sqrt(hd) + mask) v for each of n_heads heads, concatenated and projected."""
 
-    def __init__(self, d_model: int, n_heads: int):
+    def __init__(self, d_model: int, n_heads: int, bias: bool = True):
         self.n_heads = n_heads
-        self.c_attn = nn.Linear(d_model, 3 * d_model)   # weight (3C, C): rows [q | k | v]
-        self.c_proj = nn.Linear(d_model, d_model)       # weight (C, C)
+        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=bias)   # weight (3C, C): rows [q | k | v]
+        self.c_proj = nn.Linear(d_model, d_model, bias=bias)       # weight (C, C)
 
     def attention_weights(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The (B, H, T, T) attention probabilities and the (B, H, T, hd) values they mix."""

@@ -12,10 +12,10 @@ class TransformerDecoderBlock:
     """x + attn(ln_1(x)), then x + mlp(ln_2(x)): normalise before each sub-layer, add its output back."""
 
     def __init__(self, cfg: GPTConfig):
-        self.ln_1 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
-        self.attn = MultiHeadSelfAttention(cfg.d_model, cfg.n_heads)
-        self.ln_2 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
-        self.mlp = PositionWiseFeedForward(cfg.d_model, cfg.d_ff)
+        self.ln_1 = LayerNorm(cfg.d_model, cfg.layer_norm_eps, cfg.bias)
+        self.attn = MultiHeadSelfAttention(cfg.d_model, cfg.n_heads, cfg.bias)
+        self.ln_2 = LayerNorm(cfg.d_model, cfg.layer_norm_eps, cfg.bias)
+        self.mlp = PositionWiseFeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias)
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))    # (B, T, C)

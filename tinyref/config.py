@@ -15,6 +15,10 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+# The feed-forward activations: GPT-2's tanh approximation (Hugging Face "gelu_new") and the exact erf GELU.
+ACTIVATIONS = ("gelu_tanh", "gelu")
+
+
 # --8<-- [start:config]
 @dataclass
 class GPTConfig:
@@ -28,6 +32,8 @@ class GPTConfig:
     d_ff: int | None = None  # None -> 4 * d_model, resolved in __post_init__
     layer_norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    activation: str = "gelu_tanh"  # GPT-2's tanh GELU, or "gelu": the exact erf GELU (PyTorch's nn.GELU(), nanoGPT)
+    bias: bool = True  # False: no bias in any linear layer or LayerNorm (nanoGPT's bias=False)
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
@@ -45,6 +51,11 @@ class GPTConfig:
         self.layer_norm_eps = float(eps)
         if not isinstance(self.tie_embeddings, bool):
             raise ConfigError(f"GPTConfig.tie_embeddings must be True or False, got {self.tie_embeddings!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"GPTConfig.activation must be one of {', '.join(map(repr, ACTIVATIONS))}, "
+                              f"got {self.activation!r}")
+        if not isinstance(self.bias, bool):
+            raise ConfigError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
 
     @property
     def head_dim(self) -> int:
@@ -56,7 +67,8 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GPTConfig":
-        """Build a config from ``to_dict()`` output (e.g. a checkpoint's config.json)."""
+        """Build a config from ``to_dict()`` output (e.g. a checkpoint's config.json); fields it lacks
+        keep their defaults, so a config saved before ``activation`` and ``bias`` existed loads as GPT-2."""
         if not isinstance(data, dict):
             raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}

@@ -38,7 +38,7 @@ class GPTStyleTransformer:
         self.wte = TokenEmbedding(cfg.vocab_size, cfg.d_model)                  # (V, C)
         self.wpe = LearnedPositionalEmbeddings(cfg.context_length, cfg.d_model)  # (context_length, C)
         self.h = [TransformerDecoderBlock(cfg) for _ in range(cfg.n_layers)]
-        self.ln_f = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
+        self.ln_f = LayerNorm(cfg.d_model, cfg.layer_norm_eps, cfg.bias)
         if not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)   # (V, C)
         init_gpt2_weights(self)

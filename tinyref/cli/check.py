@@ -5,12 +5,12 @@ import argparse
 import json
 from dataclasses import asdict
 
-from ..verify.check import check_one
+from ..verify.check import MODELS, check_one
 from ..runtime.devices import DTYPES, KNOWN_DEVICES, normalize_device
 from ..errors import TinyrefError
 
-COLUMNS = ("device", "dtype", "forward err", "grad err", "causal", "seconds", "verdict")
-WIDTHS = (9, 9, 12, 10, 7, 8, 0)
+COLUMNS = ("device", "dtype", "model", "forward err", "grad err", "causal", "seconds", "verdict")
+WIDTHS = (9, 9, 8, 12, 10, 7, 8, 0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"devices to check, or 'all' (default): {', '.join(KNOWN_DEVICES)}")
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=list(DTYPES), metavar="DTYPE",
                    help="float32 (default), float16, bfloat16; unsupported ones are reported, not run")
+    p.add_argument("--model", nargs="+", default=["gpt2"], choices=list(MODELS), metavar="MODEL",
+                   help="gpt2 (default: tanh GELU, biases) and/or nanogpt (exact GELU, no biases, as nanoGPT's "
+                        "bias=False): each runs the check case as that variant")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights and tokens (default 0)")
     p.add_argument("--json", action="store_true", help='print {"devices": [...]} instead of the table')
 
@@ -36,7 +39,7 @@ def fmt(value, spec: str) -> str:
 def table_line(row) -> str:
     verdict = {True: "ok", False: f"DISAGREES: {row.reason}", None: f"skipped: {row.reason}"}[row.ok]
     causal = fmt(row.causal_ok and "yes" or (None if row.causal_ok is None else "NO"), "s")
-    cells = (row.device, row.dtype, fmt(row.forward_max_err, ".2e"), fmt(row.grad_max_err, ".2e"), causal,
+    cells = (row.device, row.dtype, row.model, fmt(row.forward_max_err, ".2e"), fmt(row.grad_max_err, ".2e"), causal,
              fmt(row.seconds, ".1f"), verdict)
     return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
 
@@ -48,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for device in devices:
         for dtype in dict.fromkeys(args.dtype):
-            rows.append(check_one(device, dtype, args.seed))
-            if not args.json:
-                print(table_line(rows[-1]), flush=True)
+            for model in dict.fromkeys(args.model):
+                rows.append(check_one(device, dtype, args.seed, model))
+                if not args.json:
+                    print(table_line(rows[-1]), flush=True)
     if args.json:
         print(json.dumps({"devices": [asdict(r) for r in rows]}, indent=2))
     ran = [r for r in rows if r.ok is not None]

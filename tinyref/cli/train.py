@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import ACTIVATIONS
 from ..errors import UsageError
 from ..train import TrainOptions, train, train_next_word_predictor
 
 # The demo's defaults (the seed's): used when neither --data nor --resume is given.
 DEMO = dict(vocab_size=52, context_length=16, d_model=32, n_heads=4, n_layers=2, d_ff=None, batch_size=8, epochs=30,
-            lr=5e-3, seed=0)
-SHARED = ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff", "batch_size", "lr", "seed", "device")
+            lr=5e-3, seed=0, activation="gelu_tanh", bias=True)
+SHARED = ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff", "activation", "bias", "batch_size",
+          "lr", "seed", "device")
 DATA_ONLY = [f for f in TrainOptions.__dataclass_fields__ if f not in SHARED and f not in ("data", "resume")]
 
 
@@ -23,6 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-heads", type=int, default=None, help="attention heads, must divide d-model (default 4)")
     g.add_argument("--n-layers", type=int, default=None, help="decoder blocks (demo 2, --data 4)")
     g.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default 4 * d-model)")
+    g.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                   help="feed-forward GELU: gelu_tanh (GPT-2's tanh approximation, default) or gelu (exact erf, "
+                        "PyTorch's nn.GELU() as in nanoGPT)")
+    g.add_argument("--no-bias", dest="bias", action="store_const", const=False, default=None,
+                   help="no bias in any linear layer or LayerNorm (nanoGPT's bias=False)")
     g = p.add_argument_group("training (demo and --data)")
     g.add_argument("--batch-size", type=int, default=None, help="sequences per (micro-)batch (demo 8, --data 16)")
     g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (demo 5e-3, --data peak 1e-3)")

@@ -15,6 +15,7 @@ Your functions take the oracle's arguments plus the config (sizes, heads, eps) t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..config import GPTConfig
 from ..errors import UsageError
 from ..verify.golden import PRESETS, GoldenCase
 from ..verify.hf import to_hf, transpose_conv1d
-from ..verify.tolerances import FLOAT32, FLOAT32_GRAD, Tolerance, compare, max_error, round_to
+from ..verify.tolerances import Tolerance, compare, max_error, round_to, tolerances_for
 
 __all__ = ["COMPONENTS", "REFERENCE_CASES", "ReferenceMismatch", "assert_component_matches",
            "assert_loss_matches", "assert_matches_reference", "reference_inputs"]
@@ -34,6 +35,7 @@ __all__ = ["COMPONENTS", "REFERENCE_CASES", "ReferenceMismatch", "assert_compone
 # one head, an untied head and T < context_length (unused position rows).
 REFERENCE_CASES = {"small": PRESETS["small"], "untied": PRESETS["untied"]}
 LAYOUTS = ("tinyref", "hf")
+DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 class ReferenceMismatch(AssertionError):
@@ -51,6 +53,26 @@ def reference_inputs(cfg: GPTConfig, batch: int, seq_len: int, seed: int = 0):
     params = {k: _float32_exact(v) for k, v in oracle.init_params(cfg, rng).items()}
     idx = rng.integers(0, cfg.vocab_size, (batch, seq_len), dtype=np.int64)
     return params, idx, rng.integers(0, cfg.vocab_size, (batch, seq_len), dtype=np.int64)
+
+
+def _precision(dtype, cfg, tol: Tolerance | None, grad_tol: Tolerance | None):
+    """(the arrays' dtype, the dtype's name, forward and gradient tolerance) of a check in ``dtype``: ``tol`` and
+    ``grad_tol`` when given, else the dtype's own (tinyref.verify.tolerances.tolerances_for: FLOAT64 in float64,
+    FLOAT32 and FLOAT32_GRAD in float32, the reduced-precision estimate for ``cfg`` in float16 and bfloat16).
+    NumPy has no bfloat16: ``dtype="bfloat16"`` hands your functions float32 arrays holding bfloat16 values."""
+    try:
+        name = "bfloat16" if dtype == "bfloat16" else np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise UsageError(f"dtype={dtype!r}: use np.float64, np.float32, np.float16 or 'bfloat16'")
+    default_tol, default_grad_tol = tolerances_for(name, cfg)
+    return np.dtype(np.float32 if name == "bfloat16" else name), name, tol or default_tol, grad_tol or default_grad_tol
+
+
+def _exact_in(a, name: str):
+    """``a`` at values the dtype ``name`` holds exactly (kept float64), so only computation error is measured."""
+    return a if name == "float64" else round_to(a, name)
 
 
 def _check_layout(layout: str) -> None:
@@ -95,7 +117,7 @@ def _raise_if_any(lines: list[str], total: int, where: str) -> None:
 # --8<-- [start:model_check]
 def assert_matches_reference(forward: Callable, backward: Callable | None = None, cfg: GPTConfig | None = None, *,
                              batch: int = 2, seq_len: int | None = None, seeds=(0, 1, 2), layout: str = "tinyref",
-                             dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
+                             dtype=np.float32, tol: Tolerance | None = None, grad_tol: Tolerance | None = None) -> dict:
     """Check a whole model: ``forward(idx, params, cfg) -> logits`` and optionally
     ``backward(idx, params, dlogits, cfg) -> grads`` (a dict keyed like ``params``).
 
@@ -103,6 +125,7 @@ def assert_matches_reference(forward: Callable, backward: Callable | None = None
     ``logits`` and ``dlogits`` are (B, T, V), ``dlogits`` being the gradient of the mean
     cross-entropy. Runs ``cfg`` (default: ``REFERENCE_CASES``) on every seed, stops at the first
     failing example, and otherwise returns the worst error seen per tensor (relative to its scale).
+    ``dtype``: np.float64, np.float32, np.float16 or "bfloat16"; ``tol``/``grad_tol`` default to its tolerances.
     """
     _check_layout(layout)
     if cfg is not None and not isinstance(cfg, GPTConfig):
@@ -111,24 +134,26 @@ def assert_matches_reference(forward: Callable, backward: Callable | None = None
     errors = {}
     for name, case in cases.items():
         c, B, T = case.config, case.batch, case.T
+        array_dtype, dtype_name, tol_here, grad_tol_here = _precision(dtype, c, tol, grad_tol)
         for seed in seeds:
             params, idx, targets = reference_inputs(c, B, T, seed)
+            params = {k: _exact_in(v, dtype_name) for k, v in params.items()}
             logits, cache = oracle.gpt_forward(idx, params, c)
             loss, loss_cache = oracle.cross_entropy_forward(logits, targets)
             dlogits = oracle.cross_entropy_backward(loss_cache)
             given = to_hf(params, c) if layout == "hf" else params
-            given = {k: v.astype(dtype) for k, v in given.items()}
-            lines = _mismatch_lines("logits", forward(idx.copy(), given, c), logits, tol, errors)
+            given = {k: v.astype(array_dtype) for k, v in given.items()}
+            lines = _mismatch_lines("logits", forward(idx.copy(), given, c), logits, tol_here, errors)
             total = 1
             if backward is not None:
                 grads = oracle.gpt_backward(dlogits, cache)
-                got = backward(idx.copy(), given, dlogits.astype(dtype), c)
+                got = backward(idx.copy(), given, dlogits.astype(array_dtype), c)
                 if not isinstance(got, dict):
                     raise UsageError(f"backward must return a dict of gradients keyed like params, got {type(got).__name__}")
                 got = _grads_from_layout(got, layout, c)
-                grad_tol_here = _gradient_tolerance(grad_tol, grads.values())
+                floored = _gradient_tolerance(grad_tol_here, grads.values())
                 for k in grads:
-                    lines += _mismatch_lines(f"grad {k}", got.get(k), grads[k], grad_tol_here, errors)
+                    lines += _mismatch_lines(f"grad {k}", got.get(k), grads[k], floored, errors)
                 total += len(grads)
             _raise_if_any(lines, total, f"case {name!r}: {c}, batch {B}, seq_len {T}, seed {seed}; "
                                         f"inputs: tinyref.testing.reference_inputs(cfg, {B}, {T}, seed={seed})")
@@ -147,19 +172,22 @@ def _grads_from_layout(grads: dict, layout: str, cfg: GPTConfig) -> dict:
 
 
 def assert_loss_matches(loss_fn: Callable, backward: Callable | None = None, *, shape=(2, 8, 11), seeds=(0, 1, 2),
-                        dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
+                        dtype=np.float32, tol: Tolerance | None = None, grad_tol: Tolerance | None = None) -> dict:
     """Check ``loss_fn(logits, targets) -> mean cross-entropy`` and optionally
     ``backward(logits, targets) -> dloss/dlogits``; logits (B, T, V) float, targets (B, T) int64."""
     B, T, V = shape
+    # the loss alone: reductions of length V, no decoder block
+    sizes = SimpleNamespace(d_model=1, d_ff=1, vocab_size=V, context_length=T, n_layers=0)
+    array_dtype, dtype_name, tol, grad_tol = _precision(dtype, sizes, tol, grad_tol)
     errors = {}
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        logits = _float32_exact(rng.standard_normal(shape) * 3)
+        logits = _exact_in(_float32_exact(rng.standard_normal(shape) * 3), dtype_name)
         targets = rng.integers(0, V, (B, T), dtype=np.int64)
         loss, cache = oracle.cross_entropy_forward(logits, targets)
-        lines = _mismatch_lines("loss", loss_fn(logits.astype(dtype), targets.copy()), loss, tol, errors)
+        lines = _mismatch_lines("loss", loss_fn(logits.astype(array_dtype), targets.copy()), loss, tol, errors)
         if backward is not None:
-            lines += _mismatch_lines("dlogits", backward(logits.astype(dtype), targets.copy()),
+            lines += _mismatch_lines("dlogits", backward(logits.astype(array_dtype), targets.copy()),
                                      oracle.cross_entropy_backward(cache), grad_tol, errors)
         _raise_if_any(lines, 1 + (backward is not None), f"cross-entropy, logits {shape}, seed {seed}")
     return errors
@@ -184,11 +212,12 @@ COMPONENTS = {
                            lambda p: oracle.sub_params(p, "h.0.ln_1."), lambda cfg: (cfg.layer_norm_eps,), "hidden"),
     "attention": Component(oracle.attention_forward, oracle.attention_backward,
                            lambda p: oracle.sub_params(p, "h.0.attn."), lambda cfg: (cfg.n_heads,), "hidden"),
-    "gelu": Component(oracle.gelu_forward, oracle.gelu_backward, lambda p: {}, lambda cfg: (), "wide"),
+    "gelu": Component(oracle.activation_forward, oracle.activation_backward, lambda p: {},
+                      lambda cfg: (oracle.variant(cfg)[0],), "wide"),
     "feedforward": Component(oracle.feedforward_forward, oracle.feedforward_backward,
-                             lambda p: oracle.sub_params(p, "h.0.mlp."), lambda cfg: (), "hidden"),
+                             lambda p: oracle.sub_params(p, "h.0.mlp."), lambda cfg: (oracle.variant(cfg)[0],), "hidden"),
     "block": Component(oracle.block_forward, oracle.block_backward, lambda p: oracle.sub_params(p, "h.0."),
-                       lambda cfg: (cfg.n_heads, cfg.layer_norm_eps), "hidden"),
+                       lambda cfg: (cfg.n_heads, cfg.layer_norm_eps, oracle.variant(cfg)[0]), "hidden"),
 }
 # --8<-- [end:components]
 
@@ -212,7 +241,7 @@ def _component_input(rng: np.random.Generator, component: Component, cfg: GPTCon
 # --8<-- [start:component_check]
 def assert_component_matches(name: str, forward: Callable, backward: Callable | None = None, cfg: GPTConfig | None = None,
                              *, batch: int = 2, seq_len: int | None = None, seeds=(0, 1, 2), layout: str = "tinyref",
-                             dtype=np.float32, tol: Tolerance = FLOAT32, grad_tol: Tolerance = FLOAT32_GRAD) -> dict:
+                             dtype=np.float32, tol: Tolerance | None = None, grad_tol: Tolerance | None = None) -> dict:
     """Check one component (a key of ``COMPONENTS``): ``forward(x, p, cfg) -> out`` and optionally
     ``backward(x, p, dout, cfg) -> (dx, dp)``, ``p`` holding the component's parameters under local
     names (``c_attn.weight``, ``ln_1.weight``, ``wte.weight``, ...). Sizes and hyper-parameters
@@ -224,21 +253,23 @@ def assert_component_matches(name: str, forward: Callable, backward: Callable | 
     component = COMPONENTS[name]
     cfg = cfg or REFERENCE_CASES["small"].config
     T = seq_len or cfg.context_length
+    array_dtype, dtype_name, tol, grad_tol = _precision(dtype, cfg, tol, grad_tol)
     errors = {}
     for seed in seeds:
         rng = np.random.default_rng(seed)
         full, _, _ = reference_inputs(cfg, batch, T, seed)
-        p = component.params(full)
+        p = {k: _exact_in(v, dtype_name) for k, v in component.params(full).items()}
         x = _component_input(rng, component, cfg, batch, T)
+        x = x if component.input == "tokens" else _exact_in(x, dtype_name)
         out, cache = component.forward(x, p, *component.args(cfg))
         dout = _float32_exact(rng.standard_normal(out.shape))
-        given = {k: v.astype(dtype) for k, v in (transpose_conv1d(p) if layout == "hf" else p).items()}
-        user_x = x.copy() if component.input == "tokens" else x.astype(dtype)
+        given = {k: v.astype(array_dtype) for k, v in (transpose_conv1d(p) if layout == "hf" else p).items()}
+        user_x = x.copy() if component.input == "tokens" else x.astype(array_dtype)
         lines = _mismatch_lines(f"{name} out", forward(user_x, given, cfg), out, tol, errors)
         total = 1
         if backward is not None:
             dx, dp = component.backward(dout, cache)
-            got_dx, got_dp = backward(user_x, given, dout.astype(dtype), cfg)
+            got_dx, got_dp = backward(user_x, given, dout.astype(array_dtype), cfg)
             got_dp = transpose_conv1d({k: np.asarray(v) for k, v in got_dp.items()}) if layout == "hf" else got_dp
             grad_tol_here = _gradient_tolerance(grad_tol, [dx, *dp.values()])
             if dx is not None:

@@ -8,15 +8,18 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from ..config import GPTConfig
+from ..config import ACTIVATIONS, GPTConfig
 
 seeds = st.integers(0, 2**32 - 1)
 
 
 # --8<-- [start:config_fields]
 @st.composite
-def config_fields(draw, max_layers: int = 2, max_vocab: int = 13, max_context: int = 8, tie=None) -> dict:
-    """The fields of a small valid GPTConfig, as a dict (build a GPTConfig, a namespace, your own config)."""
+def config_fields(draw, max_layers: int = 2, max_vocab: int = 13, max_context: int = 8, tie=None, activation=None,
+                  bias=None) -> dict:
+    """The fields of a small valid GPTConfig, as a dict (build a GPTConfig, a namespace, your own config).
+    ``tie``, ``activation``, ``bias``: None draws them (GPT-2 and nanoGPT's variants, shrinking towards
+    GPT-2); a value fixes them, e.g. ``activation="gelu_tanh", bias=True`` for a GPT-2-only model."""
     n_heads = draw(st.integers(1, 3))
     # d_model >= 3: LayerNorm over one feature returns its bias whatever the input; over two it
     # returns bias +- weight up to eps, so its gradient nearly vanishes and a float32 model loses
@@ -32,6 +35,8 @@ def config_fields(draw, max_layers: int = 2, max_vocab: int = 13, max_context: i
         d_ff=draw(st.integers(1, 3 * d_model)),
         layer_norm_eps=draw(st.sampled_from([1e-5, 1e-3])),
         tie_embeddings=draw(st.booleans()) if tie is None else tie,
+        activation=draw(st.sampled_from(ACTIVATIONS)) if activation is None else activation,
+        bias=draw(st.sampled_from([True, False])) if bias is None else bias,
     )
 # --8<-- [end:config_fields]
 

@@ -19,13 +19,13 @@ from .step import make_train_step
 def train_next_word_predictor(vocab_size: int = 52, context_length: int = 16, d_model: int = 32, n_heads: int = 4,
                               n_layers: int = 2, d_ff: int | None = None, batch_size: int = 8, epochs: int = 30,
                               lr: float = 5e-3, seed: int = 0, device: str | None = None, batches_per_epoch: int = 8,
-                              log=print):
+                              log=print, activation: str = "gelu_tanh", bias: bool = True):
     """The seed demo: learn to continue arithmetic progressions; prints its progress and returns (model, losses).
 
     ``losses`` holds the mean training loss of every epoch. Same seed and device: same losses.
     """
     cfg = GPTConfig(vocab_size=vocab_size, context_length=context_length, d_model=d_model, n_heads=n_heads,
-                    n_layers=n_layers, d_ff=d_ff)
+                    n_layers=n_layers, d_ff=d_ff, activation=activation, bias=bias)
     for name, value in (("batch_size", batch_size), ("epochs", epochs), ("batches_per_epoch", batches_per_epoch)):
         check_positive(name, value)
     check_positive("lr", lr, float)

@@ -72,7 +72,7 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
         if o.tokenizer != "bpe":
             o.vocab_size = tokenizer.vocab_size
         config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=o.context_length, d_model=o.d_model,
-                           n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff)
+                           n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff, activation=o.activation, bias=o.bias)
         start = 0
     prepare_out(out, resuming=ckpt_in is not None and ckpt_in.absolute() == (out / CHECKPOINT_DIR).absolute())
     if ckpt_in:

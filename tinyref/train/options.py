@@ -35,6 +35,8 @@ class TrainOptions:
     n_heads: int | None = None
     n_layers: int | None = None
     d_ff: int | None = None
+    activation: str | None = None
+    bias: bool | None = None
     tokenizer: str | None = None
     vocab_size: int | None = None
     val_fraction: float | None = None
@@ -58,9 +60,11 @@ class TrainOptions:
 TRAIN_DEFAULTS = dict(out="out", steps=1000, batch_size=16, context_length=64, d_model=128, n_heads=4, n_layers=4,
                       tokenizer="bpe", vocab_size=1024, val_fraction=0.1, lr=1e-3, warmup_steps=0, lr_schedule="cosine",
                       weight_decay=0.1, grad_clip=1.0, accum_steps=1, dtype="float32", eval_every=100, eval_batches=8,
-                      seed=0)
+                      seed=0, activation="gelu_tanh", bias=True)
 # what fixes the model and its data: a resumed run must keep them
-SHAPE_FIELDS = ("context_length", "d_model", "n_heads", "n_layers", "d_ff", "tokenizer", "vocab_size")
+SHAPE_FIELDS = ("context_length", "d_model", "n_heads", "n_layers", "d_ff", "activation", "bias", "tokenizer", "vocab_size")
+# runs saved before GPTConfig had activation and bias trained GPT-2
+GPT2_VARIANT = dict(activation="gelu_tanh", bias=True)
 # what belongs to one invocation, not to the run: never taken from a checkpoint
 RUN_FIELDS = ("out", "resume", "device", "plot")
 SCHEDULES = ("cosine", "constant")
@@ -70,6 +74,7 @@ def resolve_options(opts: TrainOptions, saved: dict | None) -> TrainOptions:
     """Fill the unset fields (from the checkpoint when resuming, else the defaults) and check them all."""
     given = {k: v for k, v in asdict(opts).items() if v is not None}
     if saved is not None:
+        saved = {**GPT2_VARIANT, **saved}
         for k in SHAPE_FIELDS:
             if k in given and given[k] != saved.get(k):
                 raise UsageError(f"--{k.replace('_', '-')} {given[k]} does not match the checkpoint's "

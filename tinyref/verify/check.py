@@ -9,7 +9,7 @@ out bit for bit the same.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tinygrad import Context, Tensor, dtypes
@@ -42,14 +42,17 @@ CHECK_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_
 EMULATOR_CASE = CheckCase(GPTConfig(vocab_size=5, context_length=4, d_model=4, n_heads=2, n_layers=1, d_ff=6), 1, 3)
 # Thorough mode adds the suite's two-layer shape (several layers, tied head) on every device.
 THOROUGH_CASE = CheckCase(PRESETS["small"].config, 2, 8)
+# The models ``tinyref check --model`` runs in the device's case: GPT-2, and nanoGPT's bias=False model.
+MODELS = {"gpt2": {}, "nanogpt": {"activation": "gelu", "bias": False}}
 # --8<-- [end:cases]
 
 # The optimizer step the check takes (decoupled weight decay on matrices only, as make_optimizer).
 ADAMW = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
 
 
-def case_for(device: str) -> CheckCase:
-    return EMULATOR_CASE if normalize_device(device) == "PYTHON" else CHECK_CASE
+def case_for(device: str, model: str = "gpt2") -> CheckCase:
+    case = EMULATOR_CASE if normalize_device(device) == "PYTHON" else CHECK_CASE
+    return replace(case, config=replace(case.config, **MODELS[model]))
 
 
 @dataclass
@@ -182,6 +185,7 @@ class CheckRow:
     seconds: float | None = None
     ok: bool | None = None
     reason: str | None = None
+    model: str = "gpt2"
 
 
 def row_from(result: CaseResult) -> CheckRow:
@@ -195,15 +199,17 @@ def row_from(result: CaseResult) -> CheckRow:
                     causal_ok, round(result.seconds, 2), not problems, "; ".join(problems) or None)
 
 
-def check_one(device: str, dtype: str, seed: int = 0) -> CheckRow:
-    """Run the check case on ``device`` in ``dtype``; a device or dtype not usable here gives ok=None and the reason."""
+def check_one(device: str, dtype: str, seed: int = 0, model: str = "gpt2") -> CheckRow:
+    """Run the check case of ``model`` (a key of MODELS) on ``device`` in ``dtype``; a device or dtype not usable
+    here gives ok=None and the reason."""
     reason = probe_device(device) or dtype_support(device, dtype)
     if reason is not None:
-        return CheckRow(device, dtype, reason=reason)
+        return CheckRow(device, dtype, reason=reason, model=model)
     t0 = time.perf_counter()
     with captured_stderr() as compiler_error:
         try:
-            return row_from(run_case(device, dtype, seed=seed))
+            case = None if model == "gpt2" else case_for(device, model)
+            return replace(row_from(run_case(device, dtype, case, seed=seed)), model=model)
         except Exception as e:  # noqa: BLE001 - a device that crashes on the model disagrees; say how
             return CheckRow(device, dtype, seconds=round(time.perf_counter() - t0, 2), ok=False,
-                            reason=f"crashed: {failure_reason(e, compiler_error())}"[:400])
+                            reason=f"crashed: {failure_reason(e, compiler_error())}"[:400], model=model)

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +44,15 @@ class GoldenCase:
         return self.seq_len or self.config.context_length
 
 
-# "small" and "untied" are also tinyref.testing's reference cases (and the test suite's fixed shapes).
+# "small" and "untied" are also tinyref.testing's reference cases (and the test suite's fixed shapes);
+# "nanogpt" is "small" as nanoGPT's bias=False model: exact-erf GELU (PyTorch's nn.GELU()), no biases.
+SMALL = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
 PRESETS = {
-    "small": GoldenCase(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)),
+    "small": GoldenCase(SMALL),
     "untied": GoldenCase(GPTConfig(vocab_size=7, context_length=8, d_model=8, n_heads=1, n_layers=1, d_ff=16,
                                    tie_embeddings=False), seq_len=5),
     "demo": GoldenCase(GPTConfig()),
+    "nanogpt": GoldenCase(replace(SMALL, activation="gelu", bias=False)),
 }
 
 

@@ -29,15 +29,18 @@ HF_PREFIX = "transformer."
 CONV1D_WEIGHTS = ("c_attn.weight", "c_proj.weight", "c_fc.weight")   # (in, out) in HF, (out, in) in tinyref
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")                    # not ".c_attn.bias": the dot matters
 HF_WEIGHTS_FILE = "model.safetensors"
+# HF activation_function -> GPTConfig.activation ("gelu_pytorch_tanh" is the same tanh GELU, fused in torch)
+ACTIVATIONS_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+ACTIVATIONS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
 
 
 # --8<-- [start:config]
 def config_from_hf(hf: dict) -> GPTConfig:
     """A GPTConfig from a HF ``GPT2Config`` dict (``config.json``); refuses GPT-2 variants tinyref does not compute."""
     act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ConfigError(f"activation_function={act!r}: tinyref computes the tanh GELU only ('gelu_new'); "
-                          "set it in config.json or convert a different model")
+    if act not in ACTIVATIONS_FROM_HF:
+        raise ConfigError(f"activation_function={act!r}: tinyref computes the exact GELU ('gelu') and the tanh GELU only "
+                          "('gelu_new', 'gelu_pytorch_tanh'); set it in config.json or convert a different model")
     for flag, wanted in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                          ("add_cross_attention", False)):
         if hf.get(flag, wanted) != wanted:
@@ -48,15 +51,24 @@ def config_from_hf(hf: dict) -> GPTConfig:
     return GPTConfig(vocab_size=hf["vocab_size"], context_length=hf["n_positions"], d_model=hf["n_embd"],
                      n_heads=hf["n_head"], n_layers=hf["n_layer"], d_ff=hf.get("n_inner"),
                      layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-                     tie_embeddings=hf.get("tie_word_embeddings", True))
+                     tie_embeddings=hf.get("tie_word_embeddings", True), activation=ACTIVATIONS_FROM_HF[act])
 
 
 def config_to_hf(cfg: GPTConfig) -> dict:
     """The ``GPT2Config`` fields of ``cfg`` (``GPT2Config(**config_to_hf(cfg))``), dropout off."""
+    require_biases(cfg)
     return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
             "n_positions": cfg.context_length, "n_embd": cfg.d_model, "n_head": cfg.n_heads, "n_layer": cfg.n_layers,
             "n_inner": cfg.d_ff, "layer_norm_epsilon": cfg.layer_norm_eps, "tie_word_embeddings": cfg.tie_embeddings,
-            "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+            "activation_function": ACTIVATIONS_TO_HF[cfg.activation], "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0}
+
+
+def require_biases(cfg: GPTConfig) -> None:
+    """HF's GPT-2 always has every bias: a ``bias=False`` model has no form there."""
+    if not cfg.bias:
+        raise ConfigError("GPTConfig.bias=False has no Hugging Face GPT-2 form: GPT2Config has no bias-free variant "
+                          "(every Linear and LayerNorm has a bias); convert a bias=True model")
 # --8<-- [end:config]
 
 
@@ -90,6 +102,7 @@ def from_hf(state: dict, cfg: GPTConfig) -> dict:
 
 def to_hf(params: dict, cfg: GPTConfig) -> dict:
     """A ``GPT2LMHeadModel`` state dict (``load_state_dict(..., strict=True)`` accepts it) from tinyref parameters."""
+    require_biases(cfg)
     check_state_dict(params, cfg)
     state = {(k if k == "lm_head.weight" else HF_PREFIX + k): v for k, v in transpose_conv1d(params).items()}
     if cfg.tie_embeddings:

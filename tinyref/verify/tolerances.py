@@ -179,6 +179,8 @@ def reduced_precision(dtype: str, cfg) -> tuple[Tolerance, Tolerance]:
 
 def tolerances_for(dtype: str, cfg) -> tuple[Tolerance, Tolerance]:
     """(forward, gradient) tolerance for the model ``cfg`` computed in ``dtype`` against the float64 oracle."""
+    if dtype == "float64":
+        return FLOAT64, FLOAT64
     return (FLOAT32, FLOAT32_GRAD) if dtype == "float32" else reduced_precision(dtype, cfg)
 
 
