@@ -27,8 +27,9 @@ import oracle
 from ..config import GPTConfig
 from ..errors import UsageError, require
 from ..hf import CONV1D_WEIGHTS, HF_PREFIX
-from ..tolerances import FLOAT64, Tolerance, compare
+from ..tolerances import FLOAT64, Tolerance
 from . import ReferenceMismatch, _gradient_tolerance, _mismatch_lines, reference_inputs
+from .divergence import first_divergence, oracle_trace
 
 torch = require("torch", "tinyref.testing.torch", extra="torch")
 
@@ -147,9 +148,10 @@ def infer_config(model, cfg: GPTConfig | None = None) -> tuple[GPTConfig, list[s
     want = oracle.param_shapes(cfg)
     missing, extra = sorted(set(want) - set(shapes)), sorted(set(shapes) - set(want))
     wrong = [f"{k} {shapes[k]} (needs {s})" for k, s in want.items() if k in shapes and shapes[k] != s]
-    if missing or extra or wrong:
-        raise UsageError(f"the parameters of {type(model).__name__} do not fit {cfg}: missing {missing[:4]}, "
-                         f"unexpected {extra[:4]}, wrong shape {wrong[:4]}")
+    problems = [f"{what} {names[:4]}" for what, names in (("missing", missing), ("unexpected", extra),
+                                                          ("wrong shape", wrong)) if names]
+    if problems:
+        raise UsageError(f"the parameters of {type(model).__name__} do not fit {cfg}: {'; '.join(problems)}")
     return cfg, notes
 
 
@@ -193,37 +195,6 @@ def _gradient(params: dict, conv1d: bool, k: str):
     return None if g is None else (g.T if conv1d and k.endswith(CONV1D_WEIGHTS) else g).numpy()
 
 
-# --- where it diverges -----------------------------------------------------------------------
-
-def _oracle_trace(idx, params: dict, cfg: GPTConfig) -> dict:
-    """name -> (input, output, what the input is) of each hooked submodule, from the oracle's component forwards."""
-    trace = {}
-
-    def point(name, x, out, source):
-        trace[name] = (x, out, source)
-        return out
-
-    x, _ = oracle.embedding_forward(idx, {k: params[k] for k in ("wte.weight", "wpe.weight")})   # (B, T, C)
-    source = "the embeddings wte[idx] + wpe[:T]"
-    for i in range(cfg.n_layers):
-        p, h = oracle.sub_params(params, f"h.{i}."), f"h.{i}"
-        a = point(f"{h}.ln_1", x, oracle.layernorm_forward(x, oracle.sub_params(p, "ln_1."), cfg.layer_norm_eps)[0], source)
-        att = point(f"{h}.attn", a, oracle.attention_forward(a, oracle.sub_params(p, "attn."), cfg.n_heads)[0],
-                    f"{h}.ln_1's output")
-        x1 = x + att                                                                             # residual
-        m = point(f"{h}.ln_2", x1, oracle.layernorm_forward(x1, oracle.sub_params(p, "ln_2."), cfg.layer_norm_eps)[0],
-                  f"the residual x + attn(ln_1(x)) after {h}.attn")
-        x = x1 + point(f"{h}.mlp", m, oracle.feedforward_forward(m, oracle.sub_params(p, "mlp."))[0],
-                       f"{h}.ln_2's output")                                                     # residual
-        source = f"{h}'s output x + mlp(ln_2(x))"
-    point("ln_f", x, oracle.layernorm_forward(x, oracle.sub_params(params, "ln_f."), cfg.layer_norm_eps)[0], source)
-    return trace
-
-
-def _first_output(value):
-    return value[0] if isinstance(value, (tuple, list)) else value
-
-
 def _capture(model, prefix: str, names, run: Callable) -> dict:
     """name -> {"input": ..., "output": ...} as ``run()`` passes each hooked submodule. An MLP that is
     only a container (minGPT's ModuleDict, called through a lambda) is read at c_fc's input and
@@ -252,32 +223,6 @@ def _capture(model, prefix: str, names, run: Callable) -> dict:
         for handle in handles:
             handle.remove()
     return captured
-
-
-def _first_divergence(captured: dict, prefix: str, trace: dict, tol: Tolerance) -> list[str]:
-    """Report lines naming the first hooked submodule whose input or output differs from the oracle's."""
-    agree, unseen = [], []
-    for name, (x, out, source) in trace.items():
-        got = captured.get(name, {})
-        for part, want in (("input", x), ("output", out)):
-            if part not in got:
-                unseen.append(f"{prefix}{name} {part}")
-                continue
-            mismatch = compare(f"{prefix}{name} {part}", got[part], want, tol)
-            if mismatch is not None:
-                what = f", which should be {source}" if part == "input" else ""
-                upstream = f" ({', '.join(agree[-2:])} {'agree' if len(agree) > 1 else 'agrees'})" if agree else ""
-                return [f"first divergence: {prefix}{name} {part}{what}{upstream}", f"  {mismatch}",
-                        *_unseen(unseen)]
-        agree.append(prefix + name)
-    if len(unseen) == 2 * len(trace):
-        return ["cannot localise: the model calls none of h.{i}.ln_1/attn/ln_2/mlp, ln_f as submodules"]
-    return ["first divergence: the output head (lm_head or wte.weight.T), after every hooked input and output agrees",
-            *_unseen(unseen)]
-
-
-def _unseen(unseen: list) -> list[str]:
-    return [f"not compared (never called): {', '.join(unseen)}"] if unseen else []
 
 
 @contextlib.contextmanager
@@ -334,8 +279,8 @@ def check_torch_model(model, cfg: GPTConfig | None = None, *, forward: Callable 
                 where = ["the logits agree, the gradients do not: the backward pass differs "
                          "(a detach(), an in-place op, a custom autograd.Function)"]
                 if logit_lines:
-                    trace = _oracle_trace(idx, values, cfg)
-                    where = _first_divergence(_capture(model, prefix, trace, run), prefix, trace, tol)
+                    trace = oracle_trace(idx, values, cfg)
+                    where = first_divergence(_capture(model, prefix, trace, run), prefix, trace, tol)
                 raise ReferenceMismatch("\n  ".join([
                     f"{type(model).__name__} disagrees with the tinyref oracle in {len(lines)} of "
                     f"{len(grads) + 1 + (got_loss is not None)} "
