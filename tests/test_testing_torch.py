@@ -89,6 +89,11 @@ def test_a_planted_bug_is_named_where_it_first_shows(build, bug, where):
     assert divergence(build(NanoConfig(), bug=bug)) == f"first divergence: {where}"
 
 
+def test_hf_gpt2_without_the_attention_scale_is_named_at_attn():
+    assert divergence(hf_gpt2(scale_attn_weights=False)) == \
+        "first divergence: transformer.h.0.attn output (transformer.h.0.ln_1 agrees)"
+
+
 def test_a_bug_in_the_second_block_is_named_there():
     model = NanoStyleGPT(NanoConfig(), bug="no_mask", bug_layer=1)
     assert divergence(model) == "first divergence: transformer.h.1.attn output (transformer.h.0.mlp, transformer.h.1.ln_1 agree)"

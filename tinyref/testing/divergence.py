@@ -8,7 +8,7 @@ from __future__ import annotations
 import oracle
 
 from ..config import GPTConfig
-from ..tolerances import Tolerance, compare
+from ..verify.tolerances import Tolerance, compare
 
 
 def oracle_trace(idx, params: dict, cfg: GPTConfig) -> dict:

@@ -26,8 +26,8 @@ import oracle
 
 from ..config import GPTConfig
 from ..errors import UsageError, require
-from ..hf import CONV1D_WEIGHTS, HF_PREFIX
-from ..tolerances import FLOAT64, Tolerance
+from ..verify.hf import CONV1D_WEIGHTS, HF_PREFIX
+from ..verify.tolerances import FLOAT64, Tolerance
 from . import ReferenceMismatch, _gradient_tolerance, _mismatch_lines, reference_inputs
 from .divergence import first_divergence, oracle_trace
 
