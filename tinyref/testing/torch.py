@@ -80,8 +80,8 @@ def _from_shapes(shapes: dict) -> dict:
     """The GPTConfig fields the parameters' shapes and names determine."""
     V, C = shapes["wte.weight"]
     blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"h\.(\d+)\.", k))}
-    return {"vocab_size": V, "context_length": shapes.get("wpe.weight", (0,))[0], "d_model": C,
-            "n_layers": max(blocks) + 1, "d_ff": shapes.get("h.0.mlp.c_fc.weight", (0,))[0],
+    return {"vocab_size": V, "context_length": shapes.get("wpe.weight", (1,))[0], "d_model": C,
+            "n_layers": max(blocks) + 1, "d_ff": shapes.get("h.0.mlp.c_fc.weight", (1,))[0],
             "tie_embeddings": "lm_head.weight" not in shapes, "bias": any(k.endswith(".bias") for k in shapes)}
 
 
@@ -114,7 +114,8 @@ def _declared(model, prefix: str) -> dict:
     if eps:
         common = max(set(eps.values()), key=list(eps.values()).count)
         odd = [n for n, e in eps.items() if e != common]
-        found["layer_norm_eps"] = (common, f"{next(iter(eps))}.eps" + (f"; {odd[0]}.eps={eps[odd[0]]:g} differs" if odd else ""))
+        differs = f"; {odd[0]}.eps={eps[odd[0]]:g} differs" if odd else ""
+        found["layer_norm_eps"] = (common, f"{next(iter(eps))}.eps{differs}")
     return found
 
 
@@ -131,8 +132,8 @@ def infer_config(model, cfg: GPTConfig | None = None) -> tuple[GPTConfig, list[s
         if not isinstance(cfg, GPTConfig):
             raise UsageError(f"cfg must be a tinyref.GPTConfig, got {type(cfg).__name__}")
         notes = [f"{layout}; checked as the cfg given"]
-        notes += [f"note: cfg.{f}={getattr(cfg, f)!r}, but the model says {value!r} ({where})" for f, (value, where) in declared.items()
-                  if getattr(cfg, f) != value]
+        notes += [f"note: cfg.{f}={getattr(cfg, f)!r}, but the model says {value!r} ({where})"
+                  for f, (value, where) in declared.items() if getattr(cfg, f) != value]
     else:
         inferred = _from_shapes(shapes)
         notes = [f"{layout}; from the parameters: " + ", ".join(f"{k}={v}" for k, v in inferred.items())]
