@@ -29,8 +29,8 @@ def oracle_trace(idx, params: dict, cfg: GPTConfig) -> dict:
         x1 = x + att                                                                             # residual
         m = point(f"{h}.ln_2", x1, oracle.layernorm_forward(x1, oracle.sub_params(p, "ln_2."), cfg.layer_norm_eps)[0],
                   f"the residual x + attn(ln_1(x)) after {h}.attn")
-        x = x1 + point(f"{h}.mlp", m, oracle.feedforward_forward(m, oracle.sub_params(p, "mlp."))[0],
-                       f"{h}.ln_2's output")                                                     # residual
+        f = oracle.feedforward_forward(m, oracle.sub_params(p, "mlp."), cfg.activation)[0]
+        x = x1 + point(f"{h}.mlp", m, f, f"{h}.ln_2's output")                                   # residual
         source = f"{h}'s output x + mlp(ln_2(x))"
     point("ln_f", x, oracle.layernorm_forward(x, oracle.sub_params(params, "ln_f."), cfg.layer_norm_eps)[0], source)
     return trace
