@@ -50,8 +50,8 @@ class TorchCheck:
 
     def __str__(self) -> str:
         worst = max(self.errors.values(), default=0.0)
-        return "\n".join([f"agrees with the tinyref oracle: {len(self.errors)} tensors (logits and gradients), "
-                          f"worst error {worst:.2g} of scale", f"checked as {self.cfg}", *self.notes])
+        return "\n".join([f"agrees with the tinyref oracle: {len(self.errors)} tensors (logits, gradients, any loss "
+                          f"returned), worst error {worst:.2g} of scale", f"checked as {self.cfg}", *self.notes])
 
 
 # --- what the model is -----------------------------------------------------------------------
