@@ -23,7 +23,8 @@ def oracle_trace(idx, params: dict, cfg: GPTConfig) -> dict:
     source = "the embeddings wte[idx] + wpe[:T]"
     for i in range(cfg.n_layers):
         p, h = oracle.sub_params(params, f"h.{i}."), f"h.{i}"
-        a = point(f"{h}.ln_1", x, oracle.layernorm_forward(x, oracle.sub_params(p, "ln_1."), cfg.layer_norm_eps)[0], source)
+        a = point(f"{h}.ln_1", x, oracle.layernorm_forward(x, oracle.sub_params(p, "ln_1."), cfg.layer_norm_eps)[0],
+                  source)
         att = point(f"{h}.attn", a, oracle.attention_forward(a, oracle.sub_params(p, "attn."), cfg.n_heads)[0],
                     f"{h}.ln_1's output")
         x1 = x + att                                                                             # residual
