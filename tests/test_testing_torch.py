@@ -1,0 +1,203 @@
+"""tinyref.testing.torch: PyTorch GPT-2s written the nanoGPT, minGPT and Hugging Face ways pass, and a
+planted bug is reported at the submodule where it first shows."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.utils import logging as hf_logging
+
+from tinyref import GPTConfig, UsageError
+from tinyref.testing import ReferenceMismatch
+from tinyref.testing.torch import check_torch_model, infer_config
+from torch_gpts import MinStyleGPT, NanoConfig, NanoStyleGPT
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+hf_logging.set_verbosity_error()      # GPT2Config's default token ids lie outside a tiny vocabulary
+
+
+def nano_gpt2(**overrides) -> GPTConfig:
+    """The GPTConfig NanoConfig(**overrides) describes."""
+    n = NanoConfig(**overrides)
+    return GPTConfig(vocab_size=n.vocab_size, context_length=n.block_size, d_model=n.n_embd, n_heads=n.n_head,
+                     n_layers=n.n_layer, activation="gelu" if n.exact_gelu else "gelu_tanh", bias=n.bias)
+
+
+def hf_gpt2(tie=True, **overrides):
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=11, n_positions=8, n_embd=16, n_head=4, n_layer=2, n_inner=24,
+                                      tie_word_embeddings=tie, **overrides))
+
+
+def divergence(model, cfg=None, **kwargs) -> str:
+    """The report's first-divergence line (the check must fail)."""
+    with pytest.raises(ReferenceMismatch) as e:
+        check_torch_model(model, cfg, **kwargs)
+    return next(line.strip() for line in str(e.value).splitlines() if line.strip().startswith("first divergence"))
+
+
+@pytest.mark.parametrize("build", [lambda: NanoStyleGPT(NanoConfig()), lambda: MinStyleGPT(NanoConfig()),
+                                   hf_gpt2, lambda: hf_gpt2(tie=False)],
+                         ids=["nanogpt", "mingpt", "hf-tied", "hf-untied"])
+def test_gpt2s_written_three_ways_pass_with_the_config_read_off_the_model(build):
+    model = build()
+    result = check_torch_model(model)
+    assert result.cfg.n_heads == 4 and result.cfg.n_layers == 2 and result.cfg.vocab_size == 11
+    assert result.cfg.tie_embeddings == (not isinstance(model, MinStyleGPT) and model.lm_head.weight is
+                                         model.get_submodule("transformer.wte").weight)
+    assert max(result.errors.values()) < 1e-13 and len(result.errors) == 29 + (not result.cfg.tie_embeddings) + (
+        not isinstance(model, GPT2LMHeadModel))   # logits, every gradient, and the loss nanoGPT/minGPT return
+
+
+def test_the_model_is_left_as_it_was():
+    model = MinStyleGPT(NanoConfig())       # its MLP runs through a lambda over the original modules
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_torch_model(model)
+    assert model.training and all(torch.equal(before[k], v) and v.dtype == before[k].dtype
+                                  for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_report_says_what_was_read_and_what_was_assumed():
+    _, notes = infer_config(MinStyleGPT(NanoConfig()))
+    assert "n_heads=4 from transformer.h.0.attn.n_head" in notes
+    assert "layer_norm_eps=1e-05 from transformer.h.0.ln_1.eps" in notes
+    assert any(n.startswith("activation='gelu_tanh' assumed") for n in notes)     # a hand-written GELU
+    _, notes = infer_config(hf_gpt2())
+    assert "activation='gelu_tanh' from model.config.activation_function='gelu_new'" in notes
+    assert notes[0].startswith("'transformer.' prefix, Conv1D (in, out); from the parameters: vocab_size=11")
+
+
+@pytest.mark.parametrize("build, bug, where", [
+    (NanoStyleGPT, "no_mask", "transformer.h.0.attn output (transformer.h.0.ln_1 agrees)"),
+    (NanoStyleGPT, "scale", "transformer.h.0.attn output (transformer.h.0.ln_1 agrees)"),
+    (NanoStyleGPT, "eps", "transformer.h.0.ln_1 output"),
+    (NanoStyleGPT, "no_residual", "transformer.h.0.ln_2 input, which should be the residual x + attn(ln_1(x)) "
+                                  "after h.0.attn (transformer.h.0.ln_1, transformer.h.0.attn agree)"),
+    (NanoStyleGPT, "no_ln_f", "the output head (lm_head or wte.weight.T), after every hooked input and output agrees"),
+    (MinStyleGPT, "erf_gelu", "transformer.h.0.mlp output (transformer.h.0.attn, transformer.h.0.ln_2 agree)"),
+    (MinStyleGPT, "eps", "transformer.h.0.ln_1 output"),
+])
+def test_a_planted_bug_is_named_where_it_first_shows(build, bug, where):
+    assert divergence(build(NanoConfig(), bug=bug)) == f"first divergence: {where}"
+
+
+def test_hf_gpt2_without_the_attention_scale_is_named_at_attn():
+    assert divergence(hf_gpt2(scale_attn_weights=False)) == \
+        "first divergence: transformer.h.0.attn output (transformer.h.0.ln_1 agrees)"
+
+
+def test_a_bug_in_the_second_block_is_named_there():
+    model = NanoStyleGPT(NanoConfig(), bug="no_mask", bug_layer=1)
+    assert divergence(model) == "first divergence: transformer.h.1.attn output (transformer.h.0.mlp, transformer.h.1.ln_1 agree)"
+
+
+def test_a_minGPT_mlp_never_called_as_a_module_is_read_at_its_layers():
+    with pytest.raises(ReferenceMismatch) as e:
+        check_torch_model(MinStyleGPT(NanoConfig(), bug="no_mask", bug_layer=1))
+    assert "first divergence: transformer.h.1.attn output (transformer.h.0.mlp, transformer.h.1.ln_1 agree)" in str(e.value)
+    assert "never called" not in str(e.value)
+
+
+def test_a_gradient_only_bug_is_said_to_be_in_the_backward_pass():
+    with pytest.raises(ReferenceMismatch) as e:
+        check_torch_model(NanoStyleGPT(NanoConfig(), bug="detached_wpe"))
+    lines = str(e.value).splitlines()
+    assert lines[1].strip().startswith("the logits agree, the gradients do not")
+    assert "grad wpe.weight: missing from your result" in str(e.value) and "  logits:" not in str(e.value)
+
+
+def test_hf_gpt2_with_another_eps_fails_as_gpt2_at_ln_1_and_the_note_says_why():
+    model = hf_gpt2(layer_norm_epsilon=1e-3)
+    check_torch_model(model)                                 # as the model it is
+    cfg = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
+    with pytest.raises(ReferenceMismatch) as e:
+        check_torch_model(model, cfg)
+    assert "first divergence: transformer.h.0.ln_1 output\n" in str(e.value)
+    assert "note: cfg.layer_norm_eps=1e-05, but the model says 0.001 (transformer.h.0.ln_1.eps)" in str(e.value)
+
+
+# --- nanoGPT's variants: exact GELU, no biases ---------------------------------------------------
+
+def test_nanogpt_without_biases_and_with_exact_gelu_passes_as_itself():
+    model = NanoStyleGPT(NanoConfig(bias=False, exact_gelu=True))
+    result = check_torch_model(model)
+    assert result.cfg == nano_gpt2(bias=False, exact_gelu=True)
+    assert "activation='gelu' from transformer.h.0.mlp.gelu is nn.GELU(approximate='none')" in result.notes
+    assert check_torch_model(model, nano_gpt2(bias=False, exact_gelu=True)).errors.keys() == result.errors.keys()
+
+
+def test_nanogpt_with_exact_gelu_fails_as_gpt2_at_the_mlp():
+    model = NanoStyleGPT(NanoConfig(bias=False, exact_gelu=True))
+    assert divergence(model, nano_gpt2(bias=False)) == \
+        "first divergence: transformer.h.0.mlp output (transformer.h.0.attn, transformer.h.0.ln_2 agree)"
+    assert divergence(NanoStyleGPT(NanoConfig(exact_gelu=True)), nano_gpt2()).startswith(
+        "first divergence: transformer.h.0.mlp output")
+
+
+@pytest.mark.parametrize("bug, where", [("no_mask", "h.0.attn output"), ("scale", "h.0.attn output"),
+                                        ("tanh_gelu", "h.0.mlp output")])
+def test_a_bug_in_the_nanogpt_variant_is_named(bug, where):
+    model = NanoStyleGPT(NanoConfig(bias=False, exact_gelu=True), bug=bug)
+    assert divergence(model).startswith(f"first divergence: transformer.{where}")
+
+
+# --- what it cannot check, said in one line --------------------------------------------------------
+
+def test_unknown_heads_need_cfg():
+    model = MinStyleGPT(NanoConfig())
+    for block in model.transformer.h:
+        del block.attn.n_head              # nothing left says how many heads (the weights cannot)
+    with pytest.raises(UsageError, match=r"n_heads cannot be read from the weights .* pass cfg=GPTConfig"):
+        check_torch_model(model)
+
+
+def test_forward_signatures_that_need_an_adapter_say_which_argument():
+    nano = NanoStyleGPT(NanoConfig())
+    with pytest.raises(UsageError, match=r"logits of shape \(2, 1, 11\), expected .*pass forward=lambda model, idx"):
+        check_torch_model(nano, forward=lambda model, idx: model(idx))   # nanoGPT without targets: last position only
+    check_torch_model(nano, forward=lambda model, idx: model(idx, torch.zeros_like(idx))[0])
+    with pytest.raises(UsageError, match=r"returned dict, not logits: pass forward=lambda model, idx"):
+        check_torch_model(nano, forward=lambda model, idx: {"logits": model(idx, idx)[0]})
+
+
+def test_models_that_are_not_gpt2_shaped_are_refused_in_one_line():
+    with pytest.raises(UsageError, match="needs GPT-2's parameter names"):
+        check_torch_model(nn.Linear(3, 3))
+    with pytest.raises(UsageError, match="needs a torch.nn.Module"):
+        check_torch_model("model.pt")
+    with pytest.raises(UsageError, match=r"do not fit GPTConfig.*: missing \['h.2.attn.c_attn.bias'"):
+        check_torch_model(NanoStyleGPT(NanoConfig()), nano_gpt2(n_layer=3))
+
+
+def test_without_torch_the_error_names_the_extra():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from tinyref.errors import UsageError\n"
+            "try:\n    import tinyref.testing.torch\nexcept UsageError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout
+    assert out == "tinyref.testing.torch needs the Python package 'torch', which is not installed: pip install 'tinyref[torch]'\n"
+
+
+def test_the_example_checks_a_model_file_and_names_the_divergence(tmp_path):
+    user_file = tmp_path / "my_gpt.py"
+    user_file.write_text("from torch_gpts import NanoConfig, NanoStyleGPT\n"
+                         "def build_model():\n    return NanoStyleGPT(NanoConfig())\n"
+                         "def build_buggy():\n    return NanoStyleGPT(NanoConfig(), bug='no_mask')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    run = lambda *args: subprocess.run([sys.executable, str(ROOT / "examples" / "check_my_torch_gpt.py"), *args],  # noqa: E731
+                                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    good = run(str(user_file))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.startswith("agrees with the tinyref oracle") and "activation='gelu_tanh' from" in good.stdout
+    bad = run(str(user_file), "--build", "build_buggy")
+    assert bad.returncode == 1 and "first divergence: transformer.h.0.attn output" in bad.stdout
+    missing = run(str(user_file), "--build", "nothing_here")
+    assert missing.returncode == 2 and missing.stderr.startswith("tinyref: error: ") and len(missing.stderr.splitlines()) == 1
