@@ -26,7 +26,7 @@ import oracle
 
 from ..config import GPTConfig
 from ..errors import UsageError, require
-from ..verify.hf import CONV1D_WEIGHTS, HF_PREFIX
+from ..verify.hf import ACTIVATIONS_FROM_HF, CONV1D_WEIGHTS, HF_PREFIX
 from ..verify.tolerances import FLOAT64, Tolerance
 from . import ReferenceMismatch, _gradient_tolerance, _mismatch_lines, reference_inputs
 from .divergence import first_divergence, oracle_trace
@@ -36,7 +36,6 @@ torch = require("torch", "tinyref.testing.torch", extra="torch")
 __all__ = ["TorchCheck", "check_torch_model", "infer_config"]
 
 DEFAULT_SEQ_LEN = 32   # positions checked when seq_len is not given: every mask bug shows by then
-HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 TORCH_GELUS = {"tanh": "gelu_tanh", "none": "gelu"}   # nn.GELU(approximate=...)
 
 
@@ -103,8 +102,8 @@ def _declared(model, prefix: str) -> dict:
             found["n_heads"] = (getattr(owner, attr), f"{where}.{attr}")
     act = getattr(config, "activation_function", None)
     gelus = [(n, m) for n, m in (mlp.named_modules() if mlp is not None else ()) if isinstance(m, torch.nn.GELU)]
-    if act in HF_ACTIVATIONS:
-        found["activation"] = (HF_ACTIVATIONS[act], f"model.config.activation_function={act!r}")
+    if act in ACTIVATIONS_FROM_HF:
+        found["activation"] = (ACTIVATIONS_FROM_HF[act], f"model.config.activation_function={act!r}")
     elif gelus:
         name, gelu = gelus[0]
         found["activation"] = (TORCH_GELUS[gelu.approximate],
