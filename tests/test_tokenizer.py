@@ -182,3 +182,27 @@ def test_wordpiece_round_trip_catches_a_missing_rule():
     tok = train_tokenizer("wordpiece", WP_CORPUS, vocab_size=160)
     tok.hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     assert tok.decode(tok.encode("ok ##ok")) != normal_form("ok ##ok", alphabet(tok))
+
+
+def test_a_wordpiece_run_counts_unknown_words_and_serves_every_command(tmp_path, capsys):
+    """train reports its [UNK] tokens in one line; generate, eval and attention read the checkpoint's
+    WordPiece tokenizer, and a prompt with characters it never saw is [UNK], not an error."""
+    from tinyref.cli import main
+    from tinyref.train import TrainOptions, train
+    data = tmp_path / "text.txt"
+    data.write_text("".join(CORPUS) + "x" * 101 + "\n")           # one word longer than 100 characters
+    lines = []
+    run = train(TrainOptions(data=str(data), out=str(tmp_path / "run"), tokenizer="wordpiece", vocab_size=120,
+                             context_length=8, d_model=16, n_heads=2, n_layers=1, batch_size=2, steps=2, eval_every=2,
+                             eval_batches=1), log=lines.append, progress=False)
+    unknown = [line for line in lines if "[UNK]" in line]
+    assert len(unknown) == 1 and unknown[0].startswith("Unknown words: 1 [UNK] tokens ("), lines
+    assert isinstance(run.tokenizer, WordPieceTokenizer) and run.tokenizer.vocab_size == 120
+    ckpt = str(run.checkpoint)
+    argvs = (["generate", "--checkpoint", ckpt, "--prompt", "Ωmega the fox", "--max-new-tokens", "5"],
+             ["eval", "--checkpoint", ckpt, "--data", str(data), "--samples", "2", "--json"],
+             ["attention", "--checkpoint", ckpt, "--text", "the lazy dog", "--out", str(tmp_path / "a.png")])
+    for argv in argvs:
+        assert main(argv) == 0, argv
+    out = capsys.readouterr().out
+    assert "[UNK] the fox" in out and '"repetition_2"' in out and (tmp_path / "a.png").exists()
