@@ -162,7 +162,7 @@ class BPETokenizer(HFTokenizer):
         return cls(tok)
 
 
-# --8<-- [start:wordpiece_rules]
+# --8<-- [start:wordpiece]
 # WordPiece's normal form. Whitespace is what Python's str.isspace() accepts, spelled out so that
 # Python's re and the regex engine of the tokenizers package agree on it.
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200b))) + \
@@ -171,10 +171,8 @@ LINE_BREAK = f"[{WHITESPACE}]*\n[{WHITESPACE}]*"      # a run of whitespace hold
 BLANKS = f"[{WHITESPACE.replace(chr(10), '')}]+"       # any other run of whitespace separates two words
 HASH_RUN = "(?<=#)#"        # "##" inside a word reads "# #": no word may begin with the continuation mark
 UNK, PREFIX, MAX_WORD = "[UNK]", "##", 100             # a longer word is [UNK], as in BERT
-# --8<-- [end:wordpiece_rules]
 
 
-# --8<-- [start:wordpiece_pipeline]
 def wordpiece_pipeline(hf, vocab: dict[str, int] | None = None):
     """A ``tokenizers.Tokenizer`` that splits text into words by the rules above and each word into
     pieces of ``vocab`` (longest first); decoding glues ``##`` pieces to the piece before them."""
@@ -188,7 +186,7 @@ def wordpiece_pipeline(hf, vocab: dict[str, int] | None = None):
     tok.decoder = decoders.Sequence([decoders.WordPiece(PREFIX, cleanup=False), decoders.Fuse(),   # words joined by " "
                                      decoders.Replace(" \n", "\n"), decoders.Replace("\n ", "\n")])
     return tok
-# --8<-- [end:wordpiece_pipeline]
+# --8<-- [end:wordpiece]
 
 
 class WordPieceTokenizer(HFTokenizer):
