@@ -2,6 +2,7 @@
 against the oracle, and the generate / attention / eval commands on a checkpoint made here."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from tinyref import attention_maps, evaluate
 from tinyref.train.checkpoint import save_checkpoint
 from tinyref.cli import main
 from tinyref.generation.evaluation import eval_windows
+from tinyref.generation.text_metrics import text_quality
 from tinyref.generation.sampling import (generate_ids, make_decoder, sample_token, sampling_distribution, softmax, top_k_filter,
                               top_p_filter)
 from tinyref.train.tokenizer import CharTokenizer
@@ -261,6 +263,36 @@ def test_eval_prints_the_oracles_perplexity(capsys, checkpoint, tied, tmp_path):
     assert_close("perplexity (Python API)", evaluate(tied[0], ids, batch_size=2)["perplexity"], expected, FLOAT32)
 
 
+def eval_json(capsys, checkpoint, data, *extra) -> dict:
+    status, out, err = cli(capsys, "eval", "--checkpoint", checkpoint, "--data", data, "--batch-size", 2, "--json", *extra)
+    assert status == 0, err
+    assert "device: " in err
+    return json.loads(out)
+
+
+def test_eval_samples_are_reproducible_and_measured_against_the_text(capsys, checkpoint, tied, tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(EVAL_TEXT)
+    first = eval_json(capsys, checkpoint, data, "--samples", 3)
+    assert eval_json(capsys, checkpoint, data, "--samples", 3) == first          # seeded: the same JSON
+    other = eval_json(capsys, checkpoint, data, "--samples", 3, "--seed", 1)
+    assert other["samples"]["generated"]["texts"] != first["samples"]["generated"]["texts"]
+    s = first["samples"]
+    # context 8: prompts of 4 characters at 0, 24, 49 (spread over the 57 - 8 possible starts); the
+    # held-out continuations are the next 4 characters of the text
+    assert (s["prompt_tokens"], s["new_tokens"], s["count"]) == (4, 4, 3)
+    assert s["held_out"]["texts"] == [EVAL_TEXT[4:8], EVAL_TEXT[28:32], EVAL_TEXT[53:57]]
+    assert all(len(t) == 4 and set(t) <= set(SYMBOLS) for t in s["generated"]["texts"])
+    for part in ("generated", "held_out"):
+        assert s[part] == {**text_quality(s[part]["texts"]), "texts": s[part]["texts"]}
+    # bits per character: the oracle's summed loss over the 56 predictions, in bits, over 57 characters
+    ids = CharTokenizer.train([SYMBOLS]).encode(EVAL_TEXT)
+    expected = math.log(oracle_perplexity(tied[1], ids)) * 56 / math.log(2) / 57
+    assert_close("bits per character", first["bits_per_character"], expected, FLOAT32)
+    status, out, _ = cli(capsys, "eval", "--checkpoint", checkpoint, "--data", data, "--samples", 3)
+    assert status == 0 and "bits per character: " in out and "repetition-2" in out and "held-out" in out
+
+
 # --- bad input: one line, no traceback -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -315,9 +347,17 @@ def test_generate_bad_input_is_one_line(capsys, checkpoint, broken, case):
     (["attention", "--text", "abc", "--out", "{tmp}/a.jpg"], 2),
     (["eval", "--data", "{tmp}/missing.txt"], 1),
     (["eval", "--data", "{tmp}/one-char.txt"], 2),
-], ids=["layer", "head", "not-png", "missing-data", "too-short-data"])
+    (["eval", "--data", "{tmp}/one-char.txt", "--samples", "0"], 2),
+    (["eval", "--data", "{tmp}/one-char.txt", "--samples", "-1"], 2),
+    (["eval", "--data", "{tmp}/one-char.txt", "--samples", "2", "--sample-tokens", "0"], 2),
+    (["eval", "--data", "{tmp}/one-char.txt", "--samples", "2", "--seed", "-1"], 2),
+    (["eval", "--data", "{tmp}/one-char.txt", "--samples", "2", "--temperature", "-1"], 2),
+    (["eval", "--data", "{tmp}/short.txt", "--samples", "2", "--sample-tokens", "9"], 2),
+], ids=["layer", "head", "not-png", "missing-data", "too-short-data", "samples-0", "samples-negative",
+        "sample-tokens-0", "seed-negative", "temperature-negative", "text-shorter-than-a-sample"])
 def test_attention_and_eval_bad_input_is_one_line(capsys, checkpoint, tmp_path, argv, expected_status):
     (tmp_path / "one-char.txt").write_text("a")
+    (tmp_path / "short.txt").write_text("abc abc ab")       # 10 tokens: fewer than a 4-token prompt + 9
     status, _, err = cli(capsys, argv[0], "--checkpoint", checkpoint, *[a.format(tmp=tmp_path) for a in argv[1:]])
     assert status == expected_status and err.startswith("tinyref: error: ") and err.count("\n") == 1, err
 

@@ -14,7 +14,8 @@ COMMANDS = {
     "export-golden": ("tinyref.cli.export_golden", "write the oracle's golden vectors (safetensors + manifest.json)"),
     "generate": ("tinyref.cli.generate", "continue a prompt with a trained checkpoint (KV-cached sampling)"),
     "attention": ("tinyref.cli.attention", "draw a checkpoint's attention weights on a text as heatmaps (PNG)"),
-    "eval": ("tinyref.cli.eval", "a checkpoint's loss and perplexity on a text file"),
+    "eval": ("tinyref.cli.eval", "a checkpoint's loss, perplexity and bits per character on a text file; "
+                                 "with --samples, distinct-n and repetition of sampled text"),
     "bench": ("tinyref.cli.bench", "time training steps (and generation), against PyTorch and the oracle with --compare"),
 }
 

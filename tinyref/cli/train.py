@@ -6,6 +6,7 @@ import argparse
 from ..config import ACTIVATIONS
 from ..errors import UsageError
 from ..train import TrainOptions, train, train_next_word_predictor
+from ..train.tokenizer import TOKENIZERS
 
 # The demo's defaults (the seed's): used when neither --data nor --resume is given.
 DEMO = dict(vocab_size=52, context_length=16, d_model=32, n_heads=4, n_layers=2, d_ff=None, batch_size=8, epochs=30,
@@ -18,8 +19,8 @@ DATA_ONLY = [f for f in TrainOptions.__dataclass_fields__ if f not in SHARED and
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--vocab-size", type=int, default=None,
-                   help="vocabulary size: demo 52; with --data the BPE vocabulary to learn (default 1024; char and "
-                        "word tokenizers take theirs from the text)")
+                   help="vocabulary size: demo 52; with --data the BPE or WordPiece vocabulary to learn (default "
+                        "1024; char and word tokenizers take theirs from the text)")
     g.add_argument("--context-length", type=int, default=None, help="sequence length T (demo 16, --data 64)")
     g.add_argument("--d-model", type=int, default=None, help="embedding width C (demo 32, --data 128)")
     g.add_argument("--n-heads", type=int, default=None, help="attention heads, must divide d-model (default 4)")
@@ -39,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=None, help="passes over the demo data (default 30)")
     g = p.add_argument_group("real data (--data FILE or --resume DIR; unset flags of a resumed run keep their saved values)")
     g.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (tokenized once into OUT/tokens.bin)")
-    g.add_argument("--tokenizer", choices=("char", "word", "bpe"), help="char, word or byte-level bpe (default bpe)")
+    g.add_argument("--tokenizer", choices=TOKENIZERS, help="char, word, byte-level bpe or wordpiece (default bpe)")
     g.add_argument("--val-fraction", type=float, help="tail fraction of the text held out for validation, in (0, 1) (default 0.1)")
     g.add_argument("--steps", type=int, help="total optimizer steps, counted from the start of the run (default 1000)")
     g.add_argument("--decay-steps", type=int, help="length of the learning-rate schedule (default --steps); "

@@ -5,6 +5,9 @@ inputs are tokens s..s+T-1, its targets s+1..s+T), so every token after the firs
 exactly once, from the tokens of its own window only. The last window is padded and its padding
 masked out (causal attention keeps the padding from changing the real positions), and windows go
 in batches of a fixed size, so one jitted function with one shape serves the whole text.
+
+``sample_quality`` continues prompts taken from the same text and measures the samples with
+``text_metrics``, next to the text's own continuations of those prompts as the yardstick.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from tinygrad import Tensor, TinyJit, dtypes
 
 from ..errors import UsageError
 from ..model import GPTStyleTransformer, check_token_ids
+from .sampling import check_count, generate_ids, make_decoder
+from .text_metrics import text_quality
 
 
 # --8<-- [start:windows]
@@ -72,3 +77,37 @@ def make_summed_loss(model: GPTStyleTransformer):
         return -(picked * mask).sum().realize()
     return summed_loss
 # --8<-- [end:summed_loss]
+
+
+def continuation_text(tokenizer, prompt: list[int], continuation: list[int]) -> str:
+    """The text ``continuation`` adds after ``prompt`` (decoded together: a ## piece or a byte of a
+    character joins what came before, as it would in the whole text)."""
+    head, whole = tokenizer.decode(prompt), tokenizer.decode(prompt + continuation)
+    return whole[len(head):] if whole.startswith(head) else tokenizer.decode(continuation)
+
+
+# --8<-- [start:sample_quality]
+def sample_quality(model: GPTStyleTransformer, tokenizer, ids, samples: int, new_tokens: int | None = None,
+                   temperature: float = 1.0, seed: int = 0) -> dict:
+    """``samples`` prompts of context_length // 2 tokens, evenly spread over ``ids``, each continued by
+    ``new_tokens`` sampled tokens (default: the rest of the context; sample i uses seed + i) and by the
+    text's own next tokens. Returns {"generated": metrics, "held_out": metrics} (see text_quality), each
+    with its "texts"; the same arguments give the same result."""
+    check_count("samples", samples)
+    P = max(1, model.config.context_length // 2)
+    L = model.config.context_length - P if new_tokens is None else new_tokens
+    check_count("new_tokens", L)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if samples < 1 or L < 1 or len(ids) < P + L:
+        raise UsageError(f"sampling needs at least one sample of at least one token, and a text of at least "
+                         f"{P} + {L} tokens (prompt + continuation); got {samples} samples of {L} tokens and "
+                         f"{len(ids)} tokens: use a longer text or fewer new tokens")
+    decoder = make_decoder(model)
+    texts = {"generated": [], "held_out": []}
+    for i, s in enumerate(np.linspace(0, len(ids) - P - L, samples).round().astype(np.int64)):
+        prompt = ids[s:s + P].tolist()
+        sampled = generate_ids(decoder, prompt, L, temperature, seed=seed + i)[P:]
+        texts["generated"].append(continuation_text(tokenizer, prompt, sampled))
+        texts["held_out"].append(continuation_text(tokenizer, prompt, ids[s + P:s + P + L].tolist()))
+    return {"prompt_tokens": P, "new_tokens": L, **{k: {**text_quality(t), "texts": t} for k, t in texts.items()}}
+# --8<-- [end:sample_quality]

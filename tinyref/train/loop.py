@@ -23,7 +23,7 @@ from .data import BatchSampler, check_data_file, split_tokens, text_pieces, toke
 from .options import TRAIN_DEFAULTS, TrainOptions, resolve_options
 from .runs import CHECKPOINT_DIR, METRICS_FILE, checkpoint_dir, load_train_state, plot_metrics, prepare_out, read_metrics
 from .step import TrainStep
-from .tokenizer import train_tokenizer
+from .tokenizer import SIZED, count_unknown, train_tokenizer
 
 
 @dataclass
@@ -68,8 +68,8 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
             raise UsageError(f"the checkpoint is at step {start} already: give --steps more than {start}")
     else:                  # reads the whole text once: a bad file fails here, before anything is written
         pieces = (line for lines in text_pieces(o.data) for line in lines)
-        tokenizer = train_tokenizer(o.tokenizer, pieces, o.vocab_size if o.tokenizer == "bpe" else None)
-        if o.tokenizer != "bpe":
+        tokenizer = train_tokenizer(o.tokenizer, pieces, o.vocab_size if o.tokenizer in SIZED else None)
+        if o.tokenizer not in SIZED:
             o.vocab_size = tokenizer.vocab_size
         config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=o.context_length, d_model=o.d_model,
                            n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff, activation=o.activation, bias=o.bias)
@@ -108,6 +108,10 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
         + (f" (float32 master weights, loss scale {step_fn.loss_scale:g})" if o.dtype != "float32" else ""))
     log(f"Data: {o.data}: {len(tokens):,} {o.tokenizer} tokens (vocabulary {tokenizer.vocab_size}), "
         f"{len(train_tokens):,} train / {len(val_tokens):,} validation")
+    unknown = count_unknown(tokenizer, tokens)
+    if unknown is not None:
+        log(f"Unknown words: {unknown:,} [UNK] tokens ({unknown / max(len(tokens), 1):.2%}): words longer than "
+            "100 characters or with a character the tokenizer never saw")
     log(f"Model: {model.num_parameters():,} parameters, d_model {o.d_model}, {o.n_layers} layers, {o.n_heads} heads, "
         f"context {o.context_length}")
     log(f"Steps {start} -> {o.steps}: batch {o.batch_size} x {o.accum_steps} micro-batches = {tokens_per_step:,} "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..runtime.devices import DTYPES
-from .tokenizer import TOKENIZERS
+from .tokenizer import SIZED, TOKENIZERS
 
 
 def check_positive(name: str, value, kind=int) -> None:
@@ -106,9 +106,9 @@ def resolve_options(opts: TrainOptions, saved: dict | None) -> TrainOptions:
         check_positive("--loss-scale", o.loss_scale, float)
     if not (isinstance(o.val_fraction, (int, float)) and 0.0 < o.val_fraction < 1.0):
         raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {o.val_fraction!r}")
-    if o.tokenizer != "bpe" and "vocab_size" in given and saved is None:
-        raise UsageError(f"--vocab-size sets the BPE vocabulary; the {o.tokenizer} tokenizer takes its vocabulary "
-                         "from the data: drop --vocab-size or use --tokenizer bpe")
+    if o.tokenizer not in SIZED and "vocab_size" in given and saved is None:
+        raise UsageError(f"--vocab-size sets the BPE or WordPiece vocabulary; the {o.tokenizer} tokenizer takes its "
+                         "vocabulary from the data: drop --vocab-size or use --tokenizer bpe or wordpiece")
     o.decay_steps = o.decay_steps or o.steps
     o.min_lr = 0.1 * o.lr if o.min_lr is None else o.min_lr
     o.save_every = o.save_every or o.eval_every
