@@ -15,7 +15,7 @@ import tempfile
 from tinygrad import Context, Device, Tensor, dtypes
 from tinygrad.helpers import DEV
 
-from . import cpugraph, programcache
+from . import cpugraph, programcache, schedulecache
 from ..errors import DeviceError
 
 GPU_DEVICES = ("CUDA", "NV", "AMD", "METAL", "WEBGPU")
@@ -120,10 +120,11 @@ def select_device(spec: str | None) -> str:
     """Make ``spec`` the default tinygrad target for this process and return its name.
 
     None keeps a ``DEV`` set in the environment, and otherwise picks ``default_device()``.
-    Also keeps lowered kernels on disk (tinyref.runtime.programcache), so later runs start faster, and on a CPU
-    device replays jitted steps from C on every core (tinyref.runtime.cpugraph).
+    Also keeps kernel schedules and lowered kernels on disk (tinyref.runtime.schedulecache, programcache), so
+    later runs start faster, and on a CPU device replays jitted steps from C on every core (tinyref.runtime.cpugraph).
     """
     programcache.enable()
+    schedulecache.enable()
     if spec is None and DEV.device:
         name = current_device()
     else:
