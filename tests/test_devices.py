@@ -6,6 +6,7 @@ cannot use is skipped with the reason. The negative controls plant errors in cop
 so they prove the judging catches them without compiling anything new.
 """
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -168,3 +169,13 @@ def test_control_reduced_precision_wrong_gradient_is_caught(default_backend, dty
     key = "grad h.0.attn.c_attn.weight"
     found = mismatches(result, key, planted(result, key, (37, 5)))
     assert [(m.name, m.index) for m in found] == [(f"{default_backend} {dtype} {key}", (37, 5))], report(found)
+
+
+def test_compile_workers_are_kept_for_the_run_unless_the_user_says_otherwise(monkeypatch):
+    from tinyref.runtime import programcache
+    monkeypatch.delenv("BEAM_MAX_TASKS_PER_CHILD", raising=False)
+    programcache.keep_compile_workers()
+    assert int(os.environ["BEAM_MAX_TASKS_PER_CHILD"]) >= 10**6   # never replaced within a run
+    monkeypatch.setenv("BEAM_MAX_TASKS_PER_CHILD", "4")
+    programcache.keep_compile_workers()
+    assert os.environ["BEAM_MAX_TASKS_PER_CHILD"] == "4"          # a value the user set is kept

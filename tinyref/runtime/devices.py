@@ -124,6 +124,7 @@ def select_device(spec: str | None) -> str:
     later runs start faster, and on a CPU device replays jitted steps from C on every core (tinyref.runtime.cpugraph).
     """
     programcache.enable()
+    programcache.keep_compile_workers()
     schedulecache.enable()
     if spec is None and DEV.device:
         name = current_device()
