@@ -30,15 +30,15 @@ def attention_forward(x, p, n_heads):
     q, k, v = np.split(qkv, 3, axis=-1)                                  # F2: 3 x (B, T, C), [q | k | v]
     q, k, v = [t.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]   # F3: (B, H, T, hd)
     scale = 1.0 / math.sqrt(hd)                                         # a Python float: keeps x's dtype
-    scores = (q @ k.transpose(0, 1, 3, 2)) * scale                       # F4: (B, H, T, T)
+    scores = (q * scale) @ k.transpose(0, 1, 3, 2)                       # F4: (B, H, T, T); scaling q is cheaper than scaling scores
     future = np.triu(np.ones((T, T), dtype=bool), k=1)                   # position t must not see s > t
     masked = np.where(future, -np.inf, scores)                           # F5
     att, sm = softmax_forward(masked)                                    # F6: rows sum to 1, zeros above the diagonal
     y = att @ v                                                          # F7: (B, H, T, hd)
     merged = y.transpose(0, 2, 1, 3).reshape(B, T, C)                    # F8: heads side by side
     out, c_proj = linear_forward(merged, sub_params(p, "c_proj."))      # F9
-    cache = {"q": q, "k": k, "v": v, "att": att, "scale": scale, "future": future,
-             "sm": sm, "c_attn": c_attn, "c_proj": c_proj, "n_heads": n_heads}
+    cache = {"q": q, "k": k, "v": v, "att": att, "scale": scale, "sm": sm,
+             "c_attn": c_attn, "c_proj": c_proj, "n_heads": n_heads}
     return out, cache
 
 
@@ -50,7 +50,7 @@ def attention_backward(dout, cache):
     datt = dy @ v.transpose(0, 1, 3, 2)                                  # from F7, w.r.t. att
     dv = att.transpose(0, 1, 3, 2) @ dy                                  # from F7, w.r.t. v
     dmasked, _ = softmax_backward(datt, cache["sm"])                     # from F6
-    dscores = np.where(cache["future"], 0.0, dmasked).astype(dmasked.dtype)   # from F5: masked scores get no gradient
+    dscores = dmasked                                                    # from F5: masked scores get no gradient; dmasked is 0 there already (att = 0)
     dq = (dscores @ k) * scale                                           # from F4, w.r.t. q
     dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale                     # from F4, w.r.t. k
     dq, dk, dv = [t.transpose(0, 2, 1, 3).reshape(B, T, H * hd) for t in (dq, dk, dv)]   # from F3

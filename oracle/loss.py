@@ -7,16 +7,18 @@ def cross_entropy_forward(logits, targets):
     B, T, V = logits.shape
     z = logits.reshape(B * T, V)
     z = z - z.max(-1, keepdims=True)                         # F1: stable: the row max does not change softmax
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))      # F2: log softmax, (B*T, V)
+    e = np.exp(z)                                            # F2
+    total = e.sum(-1, keepdims=True)                         # F3: (B*T, 1)
+    probs = e / total                                        # F4: softmax, (B*T, V)
     t = np.asarray(targets).reshape(B * T)
-    loss = -logp[np.arange(B * T), t].mean()                 # F3: mean of -log p(target)
-    return float(loss), (np.exp(logp), t, logits.shape)
+    loss = (np.log(total[:, 0]) - z[np.arange(B * T), t]).mean()   # F5: mean of -log p(target) = log(total) - z[target]
+    return float(loss), (probs, t, logits.shape)
 
 
 def cross_entropy_backward(cache, dloss=1.0):
     probs, t, shape = cache
     N = probs.shape[0]
-    dz = probs.copy()                                        # from F2: d(-log softmax)/dz = softmax - onehot ...
-    dz[np.arange(N), t] -= 1.0                               # ... the onehot part
-    return (dz * (dloss / N)).reshape(shape)                 # from F3: the mean divides by B*T
+    dz = probs * (dloss / N)                                 # from F1-F5: d(-log softmax)/dz = softmax - onehot, and the mean divides by B*T ...
+    dz[np.arange(N), t] -= dloss / N                         # ... the onehot part
+    return dz.reshape(shape)
 # --8<-- [end:loss]

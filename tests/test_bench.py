@@ -56,10 +56,11 @@ def test_compare_without_torch_is_a_one_line_error():
     assert len(lines) == 1 and lines[0].startswith("tinyref: error: ") and "pip install 'tinyref[bench]'" in lines[0]
 
 
-@pytest.mark.parametrize("flag", ["--threads=0", "--threads=-2", "--beam=-1"])
-def test_bad_bench_flag_is_a_one_line_usage_error(flag):
-    """Rejected before any kernel is built: exit status 2 and one line naming the flag."""
-    out = subprocess.run([sys.executable, "-m", "tinyref", "bench", "--compare", flag], cwd=ROOT, capture_output=True,
+@pytest.mark.parametrize("mode, flag", [*(("--compare", f) for f in ("--threads=0", "--threads=-2", "--beam=-1")),
+                                        *(("--oracle-gpt2", f) for f in ("--runs=0", "--seq-len=0", "--seq-len=1025"))])
+def test_bad_bench_flag_is_a_one_line_usage_error(mode, flag):
+    """Rejected before any kernel is built or any run starts: exit status 2 and one line naming the flag."""
+    out = subprocess.run([sys.executable, "-m", "tinyref", "bench", mode, flag], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     lines = out.stderr.strip().splitlines()
@@ -104,3 +105,30 @@ def test_torch_comparison_catches_a_planted_bug(monkeypatch):
                         lambda q, k, v, is_causal, scale: sdpa(q, k, v, is_causal=False, scale=scale))
     names = {m.name.split()[0] for m in torch_vs_oracle(TIED, TIED_BT)}
     assert {"logits", "loss", "grad", "adamw"} <= names
+
+
+def test_oracle_gpt2_runs_alternate_and_ratios_are_to_pytorch(monkeypatch):
+    """Runs go oracle, PyTorch, oracle, PyTorch; medians per implementation; ratios against torch-hf."""
+    import tinyref.bench.oracle_gpt2 as gpt2
+    order, figures = [], {"oracle": [(60.0, 6000.0), (50.0, 6200.0), (70.0, 6100.0)], "torch-hf": [(40.0, 5000.0)] * 3}
+    monkeypatch.setattr(gpt2, "run_in_process", lambda impl, T, seed, hp: order.append(impl) or dict(
+        zip(("seconds", "peak_mem_mb"), figures[impl][order.count(impl) - 1]), impl=impl))
+    data = gpt2.bench_oracle_gpt2(seq_len=8, runs=3, impls=("oracle", "torch-hf"))
+    assert order == ["oracle", "torch-hf"] * 3
+    oracle_row = data["results"][0]
+    assert (oracle_row["seconds"], oracle_row["peak_mem_mb"]) == (60.0, 6100.0)
+    assert (oracle_row["time_ratio"], oracle_row["memory_ratio"]) == (1.5, 1.22)
+    assert data["shape"]["seq_len"] == 8 and data["reference"] == "torch-hf"
+
+
+def test_the_estimate_counts_gpt2_small_flops_and_speaks_only_when_slow(capsys):
+    """875 GFLOP per GPT-2 small step at T = 1024 (3 x forward: 12 x 17.7 in the blocks + 79 in the head)."""
+    from tinyref.bench.oracle_gpt2 import GPT2_SMALL
+    from tinyref.verify import cost
+    assert cost.step_flops(GPT2_SMALL, 1, 1024) == pytest.approx(3 * (12 * (14.496e9 + 3.221e9) + 79.05e9), rel=1e-3)
+    assert cost.say_estimate("tiny", CONFIGS["S"][1], 8, 16) == 0.0
+    assert capsys.readouterr().err == ""
+    seconds = cost.say_estimate("export-golden: case 'gpt2'", GPT2_SMALL, 1, 1024)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert seconds > cost.SAY_ABOVE_S and len(lines) == 1
+    assert lines[0].startswith("tinyref: export-golden: case 'gpt2': about ") and "GFLOP" in lines[0]

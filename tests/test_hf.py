@@ -14,6 +14,7 @@ from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, load_params, oracle_forwar
 from strategies import seeds
 from tinyref import CheckpointError, ConfigError, GPTConfig, GPTStyleTransformer
 from tinyref.verify.hf import config_from_hf, config_to_hf, from_hf, load_hf_gpt2, save_hf_gpt2, to_hf, transpose_conv1d
+from tinyref.bench.oracle_gpt2 import GPT2_SMALL, gpt2_inputs, hf_gpt2_model
 from tinyref.testing import ReferenceMismatch, assert_matches_reference
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64, compare
 
@@ -101,6 +102,22 @@ def test_oracle_reproduces_hf_gpt2_in_float64(name, seed):
                        hf_forward_backward(model, cfg, idx, targets), FLOAT64, FLOAT64)
     assert not found, "\n".join(found)
 # --8<-- [end:test_hf_oracle]
+
+
+@pytest.mark.parametrize("cfg, T", [
+    pytest.param(GPTConfig(vocab_size=97, context_length=16, d_model=24, n_heads=3, n_layers=2), 16, id="small"),
+    pytest.param(GPT2_SMALL, 1024, id="gpt2-small", marks=pytest.mark.slow),   # ~7 GB, minutes on 2 cores
+])
+def test_oracle_reproduces_hf_gpt2_at_gpt2_scale(cfg, T):
+    """GPT-2's initialisation scale (N(0, 0.02^2)) through tinyref's HF bridge, float64 on both sides; at
+    GPT-2 small's full shape (vocab 50257, 12 layers, T = 1024) with the slow marker."""
+    params, idx, targets = gpt2_inputs(T, seed=0, cfg=cfg)
+    expected = hf_forward_backward(hf_gpt2_model(cfg, params, "eager"), cfg, idx, targets)
+    actual = oracle_forward_backward(params, cfg, idx, targets)
+    found = mismatches(actual, expected, FLOAT64, FLOAT64)
+    assert not found, "\n".join(found)
+    # negative control: at this size the same comparison still rejects logits off by 1e-9 relative
+    assert compare("logits", actual[0] * (1 + 1e-9), expected[0], FLOAT64) is not None
 
 
 def test_oracle_vs_hf_catches_exact_gelu():

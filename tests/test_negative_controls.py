@@ -262,13 +262,14 @@ def cross_entropy_forward_with_bug(bug):
         B, T, V = logits.shape
         z = logits.reshape(B * T, V)
         z = z - z.max(-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        e = np.exp(z)
+        total = e.sum(-1, keepdims=True)
         t = np.asarray(targets).reshape(B * T)
         if bug == "targets off by one":
             t = (t + 1) % V
-        picked = -logp[np.arange(B * T), t]
+        picked = np.log(total[:, 0]) - z[np.arange(B * T), t]
         loss = picked.sum() if bug == "sum instead of mean" else picked.mean()
-        return float(loss), (np.exp(logp), t, logits.shape)
+        return float(loss), (e / total, t, logits.shape)
     return forward
 
 

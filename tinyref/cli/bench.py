@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..bench.harness import CONFIGS, TORCH_MISSING, bench_config, generation_results, machine_info, torch_available
@@ -33,6 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "later runs at the same shapes reuse them; the first run with it is slow (default 0: off)")
     p.add_argument("--gen-tokens", type=int, default=128, metavar="N",
                    help="also time greedy generation of N new tokens with and without the KV cache (default 128; 0: skip)")
+    p.add_argument("--oracle-gpt2", action="store_true",
+                   help="instead: time the NumPy oracle's float64 forward and backward at GPT-2 small's shape (vocab 50257, "
+                        "context 1024, 12 layers, 12 heads, d_model 768; random weights) against Hugging Face's GPT-2 in "
+                        "PyTorch float64, each run in its own process (needs torch and transformers; minutes per run)")
+    p.add_argument("--seq-len", type=int, default=1024, metavar="T", help="with --oracle-gpt2: tokens in the batch of one (default 1024)")
+    p.add_argument("--runs", type=int, default=1, metavar="N",
+                   help="with --oracle-gpt2: runs per implementation, alternated; the median is reported (default 1)")
+    p.add_argument("--numpy-hugepages", action="store_true",
+                   help="with --oracle-gpt2: leave NumPy's transparent-huge-page advice on for the oracle (see tinyref.bench.oracle_gpt2)")
     p.add_argument("--json", action="store_true", help='print {"machine": {...}, "results": [...], "generation": [...]}')
 
 
@@ -47,7 +57,33 @@ def table_line(r, eager_tokens_per_s) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
 
 
+def run_oracle_gpt2(args: argparse.Namespace) -> int:
+    from ..bench.oracle_gpt2 import GPT2_SMALL, REFERENCE, bench_oracle_gpt2
+    check_positive("--runs", args.runs)
+    if not 1 <= args.seq_len <= GPT2_SMALL.context_length:
+        raise UsageError(f"--seq-len must be in [1, {GPT2_SMALL.context_length}], got {args.seq_len}")
+    machine = machine_info(select_device(args.device))                 # the load average before the runs
+    log = lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
+    log(f"GPT-2 small ({GPT2_SMALL.n_layers} layers, d_model {GPT2_SMALL.d_model}, vocab {GPT2_SMALL.vocab_size}), float64, "
+        f"batch 1 x {args.seq_len} tokens: forward, mean cross-entropy and backward, each run in its own process; "
+        f"{args.runs} run(s) each, median reported")
+    data = bench_oracle_gpt2(args.seq_len, args.runs, numpy_hugepages=args.numpy_hugepages, log=log)
+    if args.json:
+        machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+        print(json.dumps({"machine": machine, **data}, indent=2))
+        return 0
+    widths = (16, 9, 9, 0)
+    log("  ".join(c.ljust(w) for c, w in zip(("impl", "seconds", "peak MB", f"vs {REFERENCE} (time, memory)"), widths)).rstrip())
+    for r in data["results"]:
+        ratios = f"{cell(r['time_ratio'], '.2f')}x, {cell(r['memory_ratio'], '.2f')}x"
+        log("  ".join(c.ljust(w) for c, w in zip((r["impl"], cell(r["seconds"], ".1f"), cell(r["peak_mem_mb"], ".0f"), ratios),
+                                                 widths)).rstrip())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.oracle_gpt2:
+        return run_oracle_gpt2(args)
     check_positive("--steps", args.steps)
     if args.threads is not None:
         check_positive("--threads", args.threads)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import GPTConfig
 from ..errors import ConfigError, UsageError
+from ..verify.cost import say_estimate
 from ..verify.golden import PRESETS, GoldenCase, export_golden
 
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cases = dict(case_from_argument(s, args.batch_size, args.seq_len) for s in (args.config or PRESETS))
     if len(cases) != len(args.config or PRESETS):
         raise UsageError("two --config values share a name: give each config file a different name")
+    for name, case in cases.items():
+        say_estimate(f"export-golden: case {name!r}", case.config, case.batch, case.T)
     data = export_golden(args.out, cases, seed=args.seed, overwrite=args.overwrite)
     for case in data["cases"]:
         print(f"{Path(args.out) / case['file']}: {len(case['dtypes'])} tensors, sha256 {case['sha256'][:16]}")

@@ -24,6 +24,7 @@ import oracle
 
 from ..config import GPTConfig
 from ..errors import UsageError
+from ..verify.cost import say_estimate
 from ..verify.golden import PRESETS, GoldenCase
 from ..verify.hf import to_hf, transpose_conv1d
 from ..verify.tolerances import Tolerance, compare, max_error, round_to, tolerances_for
@@ -135,6 +136,7 @@ def assert_matches_reference(forward: Callable, backward: Callable | None = None
     for name, case in cases.items():
         c, B, T = case.config, case.batch, case.T
         array_dtype, dtype_name, tol_here, grad_tol_here = _precision(dtype, c, tol, grad_tol)
+        say_estimate(f"the oracle's side of case {name!r} ({len(seeds)} seeds; yours comes on top)", c, B, T, len(seeds))
         for seed in seeds:
             params, idx, targets = reference_inputs(c, B, T, seed)
             params = {k: _exact_in(v, dtype_name) for k, v in params.items()}
