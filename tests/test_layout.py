@@ -21,7 +21,7 @@ ALLOWED = {
     "generation": {"", "runtime", "generation"},
     "verify": {"", "runtime", "verify"},
     "testing": {"", "verify", "testing"},
-    "bench": {"", "runtime", "train", "generation", "bench"},
+    "bench": {"", "runtime", "train", "generation", "verify", "bench"},
     "cli": {"", "runtime", "train", "generation", "verify", "bench", "cli"},
 }
 # the package's faces: `import tinyref` re-exports generation's entry points; `python -m tinyref` is the CLI
