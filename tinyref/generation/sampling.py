@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import TinyrefError, UsageError, check_seed
 from .kvcache import KVCache, RecomputeDecoder
 from ..model import GPTStyleTransformer
 
@@ -72,7 +72,11 @@ def sampling_distribution(logits, temperature: float = 1.0, top_k: int | None = 
 
 def sample_token(logits, rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None) -> int:
-    """One token id drawn from ``sampling_distribution`` (greedy when temperature is 0)."""
+    """One token id drawn from ``sampling_distribution`` (greedy when temperature is 0). Logits that
+    are not all finite stop generation: no distribution can be drawn from them."""
+    if not np.isfinite(logits).all():
+        raise TinyrefError(f"the model's next-token logits hold {np.size(logits) - np.isfinite(logits).sum()} NaN or "
+                           "infinite values: its weights are broken (a run that diverged?); use another checkpoint")
     probs = sampling_distribution(logits, temperature, top_k, top_p)
     return int(np.argmax(probs)) if temperature == 0 else int(rng.choice(len(probs), p=probs))
 
@@ -97,6 +101,7 @@ def generate_ids(decoder: RecomputeDecoder, prompt: list[int], max_new_tokens: i
     """
     check_count("max_new_tokens", max_new_tokens)
     check_sampling(temperature, top_k, top_p)
+    check_seed("seed", seed)
     ids = [int(t) for t in prompt]
     if not ids:
         raise UsageError("the prompt is empty: give at least one token")

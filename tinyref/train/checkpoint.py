@@ -7,22 +7,23 @@
     state.json             step, RNG state, data position: whatever the trainer needs to resume
 
 Loading checks every header (sizes, dtypes, shapes, byte ranges against config.json) before any
-tensor is allocated, and reports a bad file as one CheckpointError line. No pickle.
+tensor is allocated, and every value for NaN and infinity, and reports a bad file as one
+CheckpointError line. No pickle. A reader holds a shared lock on the folder around the checkpoint
+while it reads the files, and a save swaps a new checkpoint in under the exclusive one, so a reader
+running beside training sees one whole checkpoint, never files from two.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import safetensors
-import safetensors.numpy
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
@@ -33,76 +34,11 @@ from ..runtime.devices import use_device
 from ..errors import CheckpointError, ConfigError
 from ..model import GPTStyleTransformer
 from ..optim import optimizer_groups
+from .tensorfile import check_safetensors, read_safetensors, write_safetensors
 from .tokenizer import Tokenizer, load_tokenizer
 
 MODEL_FILE, OPTIMIZER_FILE = "model.safetensors", "optimizer.safetensors"
 CONFIG_FILE, TOKENIZER_FILE, STATE_FILE = "config.json", "tokenizer.json", "state.json"
-MAX_HEADER = 100 * 2**20   # a header is ~100 bytes per tensor; anything near this is not a checkpoint
-DTYPE = "F32"              # tinyref stores float32 master weights and optimizer state
-
-
-# --8<-- [start:safetensors]
-def write_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """float32 arrays in the safetensors format (written by the format's reference package), synced to disk."""
-    blob = safetensors.numpy.save({k: np.asarray(a, dtype="<f4", order="C") for k, a in arrays.items()})
-    with open(path, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-# --8<-- [end:safetensors]
-
-
-def check_safetensors(path: Path, expected: dict[str, tuple] | None = None):
-    """Check the header of ``path`` against ``expected`` {key: shape} (None: take the keys from the
-    header, still checking dtypes and byte ranges); returns (header, data offset, data size)."""
-    name = f"{path.parent.name}/{path.name}"
-    if not path.is_file():
-        raise CheckpointError(f"{name} is missing: the checkpoint is incomplete; save it again or pick another")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
-        if not 2 <= n <= min(size - 8, MAX_HEADER):
-            raise CheckpointError(f"{name} is not a safetensors file (header length {n} for a {size}-byte file)")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            raise CheckpointError(f"{name} has a corrupt safetensors header (not JSON)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{name} has a corrupt safetensors header (not a JSON object)")
-    header.pop("__metadata__", None)
-    if expected is None:
-        expected = {k: tuple(v.get("shape") or ()) if isinstance(v, dict) else () for k, v in header.items()}
-    missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
-    if missing or extra:
-        raise CheckpointError(f"{name} does not match config.json: missing {missing[:3]}, unexpected {extra[:3]}")
-    data_size, spans = size - 8 - n, []
-    for k, shape in expected.items():
-        info = header[k]
-        want = 4 * math.prod(shape)
-        ok = isinstance(info, dict) and info.get("dtype") == DTYPE and info.get("shape") == list(shape)
-        offsets = info.get("data_offsets") if ok else None
-        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in offsets)
-        start, end = offsets if ok else (None, None)
-        if not (ok and 0 <= start and end - start == want and end <= data_size):
-            raise CheckpointError(f"{name}: tensor {k} should be {DTYPE} {tuple(shape)} ({want} bytes inside the "
-                                  f"{data_size}-byte data), header says {info}")
-        spans.append((start, end, k))
-    spans.sort()
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
-        if start < end:
-            raise CheckpointError(f"{name}: tensors {a} and {b} overlap")
-    return {k: (s, e, expected[k]) for s, e, k in spans}, 8 + n, data_size
-
-
-def read_safetensors(path: Path, expected: dict[str, tuple]) -> dict[str, np.ndarray]:
-    """The tensors of ``path``; nothing beyond the header is read until check_safetensors() passes."""
-    check_safetensors(path, expected)
-    try:
-        with safetensors.safe_open(path, framework="np") as f:
-            return {k: f.get_tensor(k) for k in expected}
-    except (safetensors.SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path.parent.name}/{path.name} cannot be read as safetensors ({e})") from None
 
 
 def optimizer_arrays(optimizer, model) -> dict[str, np.ndarray]:
@@ -132,6 +68,22 @@ def saved_groups(path: Path, config: GPTConfig) -> int:
     n_groups = sum(k.startswith("group.") and k.endswith(".b1_t") for k in spans)
     check_safetensors(path, optimizer_shapes(config, n_groups))
     return n_groups
+
+
+@contextlib.contextmanager
+def swap_lock(checkpoint: Path, shared: bool):
+    """flock on the folder that holds ``checkpoint``: readers share it while they read the files, a
+    save takes it alone for the swap. No folder: nothing to lock (nothing can be saved there either)."""
+    try:
+        fd = os.open(Path(checkpoint).absolute().parent, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _swap_into_place(new: Path, target: Path) -> None:
@@ -191,7 +143,8 @@ def save_checkpoint(path, model: GPTStyleTransformer, optimizer=None, tokenizer:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        _swap_into_place(tmp, target)
+        with swap_lock(target, shared=False):
+            _swap_into_place(tmp, target)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"cannot save a checkpoint to {target}: {e.strerror or e}; "
@@ -212,6 +165,7 @@ class Checkpoint:
     model: GPTStyleTransformer
     tokenizer: Tokenizer | None
     state: dict = field(default_factory=dict)
+    inode: int | None = None      # of the directory read: restore_optimizer() checks it was not replaced since
 
     def restore_optimizer(self, optimizer) -> None:
         """Copy the saved AdamW state into ``optimizer``, which must be built over ``self.model``'s
@@ -222,7 +176,11 @@ class Checkpoint:
             raise CheckpointError(f"{self.path.name}/{OPTIMIZER_FILE} holds {saved} AdamW group(s), this optimizer has "
                                   f"{len(groups)}: resume with the weight decay setting it was saved with "
                                   "(> 0 gives two groups, 0 one)")
-        arrays = read_safetensors(self.path / OPTIMIZER_FILE, optimizer_shapes(self.config, len(groups)))
+        with swap_lock(self.path, shared=True):
+            if self.inode is not None and self.path.stat().st_ino != self.inode:
+                raise CheckpointError(f"{self.path} was replaced by a newer save while it loaded (another process "
+                                      "is training into it): load it again")
+            arrays = read_safetensors(self.path / OPTIMIZER_FILE, optimizer_shapes(self.config, len(groups)))
         names = {id(t): k for k, t in get_state_dict(self.model).items()}
         for g, opt in enumerate(groups):
             opt.b1_t.assign(Tensor(arrays[f"group.{g}.b1_t"], device=opt.b1_t.device))
@@ -266,23 +224,32 @@ def load_state(path) -> dict:
 
 
 # --8<-- [start:load]
+def read_checkpoint(path: Path):
+    """(config, state, tokenizer, weights, inode of the folder) of the checkpoint at ``path``, all read
+    from one save, checked; the optimizer's header only."""
+    with swap_lock(path, shared=True):      # every file from the same save, even while a run saves beside us
+        config = load_config(path)
+        inode = path.stat().st_ino
+        state = _read_json(path / STATE_FILE, "the trainer state")
+        tokenizer = load_tokenizer(path / TOKENIZER_FILE) if (path / TOKENIZER_FILE).exists() else None
+        if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+            raise CheckpointError(f"{path.name}/{TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model only "
+                                  f"{config.vocab_size}: the files come from different checkpoints")
+        weights = read_safetensors(path / MODEL_FILE, oracle.param_shapes(config))
+        if (path / OPTIMIZER_FILE).exists():    # header check only: fail now, not at restore time
+            saved_groups(path / OPTIMIZER_FILE, config)
+    return config, state, tokenizer, weights, inode
+
+
 def load_checkpoint(path, device: str | None = None) -> Checkpoint:
     """Check every file of the checkpoint at ``path``, then build the model on ``device`` (default:
     the current one) and load its weights. Optimizer state stays on disk until restore_optimizer()."""
     path = Path(path)
-    config = load_config(path)
-    state = _read_json(path / STATE_FILE, "the trainer state")
-    tokenizer = load_tokenizer(path / TOKENIZER_FILE) if (path / TOKENIZER_FILE).exists() else None
-    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
-        raise CheckpointError(f"{path.name}/{TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model only "
-                              f"{config.vocab_size}: the files come from different checkpoints")
-    weights = read_safetensors(path / MODEL_FILE, oracle.param_shapes(config))
-    if (path / OPTIMIZER_FILE).exists():    # header check only: fail now, not at restore time
-        saved_groups(path / OPTIMIZER_FILE, config)
+    config, state, tokenizer, weights, inode = read_checkpoint(path)
     with use_device(device) if device else contextlib.nullcontext():
         model = GPTStyleTransformer(config)
         for k, t in get_state_dict(model).items():
             t.assign(Tensor(weights[k], device=t.device).cast(t.dtype))
         Tensor.realize(*get_state_dict(model).values())
-    return Checkpoint(path, config, model, tokenizer, state)
+    return Checkpoint(path, config, model, tokenizer, state, inode)
 # --8<-- [end:load]
