@@ -7,6 +7,7 @@ traceback) is a bug. These run without compiling a kernel, so they can afford ma
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 
@@ -19,7 +20,7 @@ import oracle
 from helpers import UNTIED, as_namespace, load_params
 from tinyref import GPTStyleTransformer
 from tinyref.train.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint, load_config, read_safetensors, save_checkpoint
-from tinyref.cli import build_parser
+from tinyref.cli import COMMANDS, build_parser
 from tinyref.config import GPTConfig
 from tinyref.errors import CheckpointError, ConfigError, TinyrefError
 from tinyref.train.tokenizer import tokenizer_from_json, train_tokenizer
@@ -194,3 +195,51 @@ def test_whole_damaged_checkpoints_load_or_fail_cleanly(checkpoint, tmp_path_fac
         assert "\n" not in str(e)
         return
     assert ckpt.config == UNTIED
+
+
+def numeric_flags(parser) -> dict[str, dict[str, argparse.Action]]:
+    """command -> {flag: action} for every flag of every command whose value is a number (its type
+    is int or float, or one of tinyref.cli.flags' ranged types)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: {a.option_strings[-1]: a for a in cmd._actions
+                   if a.type in (int, float) or hasattr(a.type, "range")} for name, cmd in sub.choices.items()}
+
+
+def unranged(parser) -> list[str]:
+    return [f"{name} {flag}" for name, flags in numeric_flags(parser).items() for flag, a in flags.items()
+            if not hasattr(a.type, "range")]
+
+
+def test_every_numeric_flag_of_every_command_has_a_range():
+    parser = build_parser()
+    assert set(numeric_flags(parser)) == set(COMMANDS) and unranged(parser) == []
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub.choices["eval"].add_argument("--samples", type=int)          # negative control: a plain int flag
+    assert unranged(parser) == ["eval --samples"]
+
+
+def in_range(value, action) -> bool:
+    lo, hi = action.type.range
+    return value is None or value == action.default or ((lo is None or value >= lo) and (hi is None or value <= hi))
+
+
+REQUIRED = {"generate": ["--checkpoint", "x", "--prompt", "a"], "eval": ["--checkpoint", "x", "--data", "d"],
+            "attention": ["--checkpoint", "x", "--text", "a", "--out", "a.png"], "export-golden": ["--out", "g"]}
+
+
+@fuzz
+@given(data=st.data())
+def test_any_numeric_flags_of_any_command_parse_in_range_or_fail_in_one_line(data, capsys):
+    """Every command: a drawn list of its numeric flags and values is refused in one line, or every
+    value parsed lies in the flag's range (so no range check is left to a traceback further down)."""
+    flags = numeric_flags(build_parser())
+    command = data.draw(st.sampled_from(sorted(flags)))
+    argv = data.draw(st.lists(st.sampled_from(sorted(flags[command])) | st.sampled_from(VALUES), max_size=6))
+    try:
+        args = build_parser().parse_args([command, *REQUIRED.get(command, []), *argv])
+    except SystemExit as e:
+        err = capsys.readouterr().err
+        assert e.code == 2 and err.startswith("tinyref: error: ") and err.count("\n") == 1, err
+        return
+    for flag, action in flags[command].items():
+        assert in_range(getattr(args, action.dest), action), (command, flag, getattr(args, action.dest))

@@ -39,6 +39,15 @@ class TrainingError(TinyrefError):
     """Training that cannot go on (e.g. the loss became NaN); the last checkpoint is kept."""
 
 
+SEED_MAX = 2**32 - 1   # tinygrad keeps the seed in a uint32; NumPy takes any integer >= 0
+
+
+def check_seed(name: str, value) -> None:
+    """UsageError unless ``value`` is an integer seed in [0, SEED_MAX]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise UsageError(f"{name} must be an integer >= 0 and <= {SEED_MAX}, got {value!r}")
+
+
 def require(module: str, purpose: str, extra: str = "train"):
     """Import an optional dependency, or raise UsageError saying which extra installs it."""
     try:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from ..errors import TinyrefError
+from ..runtime.memory import is_out_of_memory
 
 # name -> (module that defines add_arguments(parser) and run(args), one-line help)
 COMMANDS = {
@@ -24,6 +26,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line ``tinyref: error: ...`` and exit status 2."""
 
     def error(self, message):
+        message = re.sub(r"^argument (\S+): must ", r"\1 must ", message)   # a range (tinyref.cli.flags): "--lr must be ..."
         sys.stderr.write(f"tinyref: error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
 
@@ -52,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(f"tinyref: error: {e}\n")
         return e.exit_status
+    except (MemoryError, OSError) as e:
+        if args.debug or not is_out_of_memory(e):
+            raise
+        sys.stderr.write(f"tinyref: error: out of memory ({' '.join(str(e).split())}): use a smaller model, batch or text\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("tinyref: error: interrupted\n")
         return 130

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 
 from ..train.checkpoint import load_config
+from ..train.runs import checkpoint_dir
 from ..errors import UsageError
+from .flags import COUNT
 from .generate import add_checkpoint_arguments, open_checkpoint
 from ..generation.attention_maps import attention_maps, check_layer_head, plot_attention, token_labels
 
@@ -14,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--text", required=True, help="text to run through the model (longer than the context: its end is kept)")
     p.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
-    p.add_argument("--layer", type=int, default=0, metavar="L", help="which decoder block, from 0 (default 0)")
-    p.add_argument("--head", type=int, default=None, metavar="H", help="only this head (default: all heads in a grid)")
+    p.add_argument("--layer", type=COUNT, default=0, metavar="L", help="which decoder block, from 0 (default 0)")
+    p.add_argument("--head", type=COUNT, default=None, metavar="H", help="only this head (default: all heads in a grid)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: give a file name ending in .png")
     if not out.absolute().parent.is_dir():
         raise UsageError(f"--out {args.out}: the folder {out.absolute().parent} does not exist")
-    config = load_config(args.checkpoint)                     # cheap: check the flags before building the model
+    config = load_config(checkpoint_dir(args.checkpoint, "--checkpoint"))   # cheap: check the flags before building the model
     check_layer_head(config.n_layers, config.n_heads, args.layer, args.head)
     ckpt = open_checkpoint(args)
     ids = ckpt.tokenizer.encode(args.text)

@@ -10,6 +10,7 @@ from ..bench.harness import CONFIGS, TORCH_MISSING, bench_config, generation_res
 from ..runtime.devices import describe_device, select_device
 from ..errors import UsageError
 from ..train.options import check_positive
+from .flags import COUNT, POSITIVE, integer
 
 COLUMNS = ("config", "impl", "warm-up s", "ms/step", "tokens/s", "peak MB", "vs torch-eager")
 WIDTHS = (6, 13, 9, 9, 10, 8, 0)
@@ -20,26 +21,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       f"{c.n_heads} heads, {c.n_layers} layers" for n, (b, c) in CONFIGS.items())
     p.add_argument("--config", default="S", choices=[*CONFIGS, "all"], metavar="S|M|L|all",
                    help=f"which model and batch to time (default S, the demo's shapes). {sizes}")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps after the warm-up; the median is reported (default 20)")
+    p.add_argument("--steps", type=POSITIVE, default=20, help="timed training steps after the warm-up; the median is reported (default 20)")
     p.add_argument("--compare", action="store_true",
                    help="also time PyTorch eager, torch.compile and the NumPy oracle on the same weights and data "
                         "(needs the bench extra: pip install 'tinyref[bench]')")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=integer(1, 1024), default=None, metavar="N",
                    help="threads PyTorch may use with --compare (default: PyTorch's own choice, recorded in the JSON's "
                         "machine info). tinygrad's CPU backend runs each kernel on one thread, so --threads 1 compares "
                         "like with like")
     p.add_argument("--device", default=None, help="tinygrad device for tinyref (default: tinyref's choice, see 'tinyref check')")
-    p.add_argument("--beam", type=int, default=0, metavar="N",
+    p.add_argument("--beam", type=COUNT, default=0, metavar="N",
                    help="search N kernel variants per kernel (tinygrad BEAM) and cache the winners on disk, so "
                         "later runs at the same shapes reuse them; the first run with it is slow (default 0: off)")
-    p.add_argument("--gen-tokens", type=int, default=128, metavar="N",
+    p.add_argument("--gen-tokens", type=COUNT, default=128, metavar="N",
                    help="also time greedy generation of N new tokens with and without the KV cache (default 128; 0: skip)")
     p.add_argument("--oracle-gpt2", action="store_true",
                    help="instead: time the NumPy oracle's float64 forward and backward at GPT-2 small's shape (vocab 50257, "
                         "context 1024, 12 layers, 12 heads, d_model 768; random weights) against Hugging Face's GPT-2 in "
                         "PyTorch float64, each run in its own process (needs torch and transformers; minutes per run)")
-    p.add_argument("--seq-len", type=int, default=1024, metavar="T", help="with --oracle-gpt2: tokens in the batch of one (default 1024)")
-    p.add_argument("--runs", type=int, default=1, metavar="N",
+    p.add_argument("--seq-len", type=POSITIVE, default=1024, metavar="T", help="with --oracle-gpt2: tokens in the batch of one (default 1024)")
+    p.add_argument("--runs", type=POSITIVE, default=1, metavar="N",
                    help="with --oracle-gpt2: runs per implementation, alternated; the median is reported (default 1)")
     p.add_argument("--numpy-hugepages", action="store_true",
                    help="with --oracle-gpt2: leave NumPy's transparent-huge-page advice on for the oracle (see tinyref.bench.oracle_gpt2)")
@@ -84,11 +85,6 @@ def run_oracle_gpt2(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.oracle_gpt2:
         return run_oracle_gpt2(args)
-    check_positive("--steps", args.steps)
-    if args.threads is not None:
-        check_positive("--threads", args.threads)
-    if args.beam < 0 or args.gen_tokens < 0:
-        raise UsageError("--beam and --gen-tokens must be integers >= 0")
     if args.compare and not torch_available():
         raise UsageError(TORCH_MISSING)
     device = select_device(args.device)

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from ..verify.check import MODELS, check_one
 from ..runtime.devices import DTYPES, KNOWN_DEVICES, normalize_device
 from ..errors import TinyrefError
+from .flags import SEED
 
 COLUMNS = ("device", "dtype", "model", "forward err", "grad err", "causal", "seconds", "verdict")
 WIDTHS = (9, 9, 8, 12, 10, 7, 8, 0)
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", default=["gpt2"], choices=list(MODELS), metavar="MODEL",
                    help="gpt2 (default: tanh GELU, biases) and/or nanogpt (exact GELU, no biases, as nanoGPT's "
                         "bias=False): each runs the check case as that variant")
-    p.add_argument("--seed", type=int, default=0, help="seed for the weights and tokens (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed for the weights and tokens (default 0)")
     p.add_argument("--json", action="store_true", help='print {"devices": [...]} instead of the table')
 
 

@@ -11,20 +11,21 @@ from ..train.options import check_positive
 from ..generation.evaluation import evaluate, sample_quality
 from ..generation.sampling import check_count, check_sampling
 from ..generation.text_metrics import bits_per_character
+from .flags import POSITIVE, SEED, number
 from .generate import add_checkpoint_arguments, open_checkpoint
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text file to evaluate on")
-    p.add_argument("--batch-size", type=int, default=8, help="windows of context_length tokens per batch (default 8)")
-    p.add_argument("--samples", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=POSITIVE, default=8, help="windows of context_length tokens per batch (default 8)")
+    p.add_argument("--samples", type=POSITIVE, default=None, metavar="N",
                    help="also sample N continuations of prompts from the text and report distinct-1/2 and "
                         "repetition, with the text's own continuations as the yardstick")
-    p.add_argument("--sample-tokens", type=int, default=None, metavar="L",
+    p.add_argument("--sample-tokens", type=POSITIVE, default=None, metavar="L",
                    help="tokens per sampled continuation (default: half the context, after a prompt of the other half)")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="sampling temperature (default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler: same seed, same samples (default 0)")
+    p.add_argument("--temperature", type=number(0), default=1.0, metavar="T", help="sampling temperature (default 1.0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the sampler: same seed, same samples (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 

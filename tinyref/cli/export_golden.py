@@ -9,6 +9,7 @@ from ..config import GPTConfig
 from ..errors import ConfigError, UsageError
 from ..verify.cost import say_estimate
 from ..verify.golden import PRESETS, GoldenCase, export_golden
+from .flags import POSITIVE, SEED
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,9 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", metavar="NAME|FILE",
                    help=f"a preset ({', '.join(PRESETS)}) or a JSON file of GPTConfig fields; repeatable "
                         "(default: every preset)")
-    p.add_argument("--batch-size", type=int, default=2, help="B for configs read from files (default 2)")
-    p.add_argument("--seq-len", type=int, default=None, help="T for configs read from files (default: context_length)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs (default 0)")
+    p.add_argument("--batch-size", type=POSITIVE, default=2, help="B for configs read from files (default 2)")
+    p.add_argument("--seq-len", type=POSITIVE, default=None, help="T for configs read from files (default: context_length)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of weights and inputs (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
 
 

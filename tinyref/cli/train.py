@@ -5,6 +5,7 @@ import argparse
 
 from ..config import ACTIVATIONS
 from ..errors import UsageError
+from .flags import COUNT, INT32_MAX, POSITIVE, SEED, integer, number
 from ..train import TrainOptions, train, train_next_word_predictor
 from ..train.tokenizer import TOKENIZERS
 
@@ -18,45 +19,45 @@ DATA_ONLY = [f for f in TrainOptions.__dataclass_fields__ if f not in SHARED and
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--vocab-size", type=int, default=None,
+    g.add_argument("--vocab-size", type=integer(1, INT32_MAX), default=None,
                    help="vocabulary size: demo 52; with --data the BPE or WordPiece vocabulary to learn (default "
                         "1024; char and word tokenizers take theirs from the text)")
-    g.add_argument("--context-length", type=int, default=None, help="sequence length T (demo 16, --data 64)")
-    g.add_argument("--d-model", type=int, default=None, help="embedding width C (demo 32, --data 128)")
-    g.add_argument("--n-heads", type=int, default=None, help="attention heads, must divide d-model (default 4)")
-    g.add_argument("--n-layers", type=int, default=None, help="decoder blocks (demo 2, --data 4)")
-    g.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default 4 * d-model)")
+    g.add_argument("--context-length", type=POSITIVE, default=None, help="sequence length T (demo 16, --data 64)")
+    g.add_argument("--d-model", type=POSITIVE, default=None, help="embedding width C (demo 32, --data 128)")
+    g.add_argument("--n-heads", type=POSITIVE, default=None, help="attention heads, must divide d-model (default 4)")
+    g.add_argument("--n-layers", type=POSITIVE, default=None, help="decoder blocks (demo 2, --data 4)")
+    g.add_argument("--d-ff", type=POSITIVE, default=None, help="feed-forward width (default 4 * d-model)")
     g.add_argument("--activation", choices=ACTIVATIONS, default=None,
                    help="feed-forward GELU: gelu_tanh (GPT-2's tanh approximation, default) or gelu (exact erf, "
                         "PyTorch's nn.GELU() as in nanoGPT)")
     g.add_argument("--no-bias", dest="bias", action="store_const", const=False, default=None,
                    help="no bias in any linear layer or LayerNorm (nanoGPT's bias=False)")
     g = p.add_argument_group("training (demo and --data)")
-    g.add_argument("--batch-size", type=int, default=None, help="sequences per (micro-)batch (demo 8, --data 16)")
-    g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (demo 5e-3, --data peak 1e-3)")
-    g.add_argument("--seed", type=int, default=None, help="seed for weights and data order (default 0)")
+    g.add_argument("--batch-size", type=POSITIVE, default=None, help="sequences per (micro-)batch (demo 8, --data 16)")
+    g.add_argument("--lr", type=number(0, lo_open=True), default=None, help="AdamW learning rate (demo 5e-3, --data peak 1e-3)")
+    g.add_argument("--seed", type=SEED, default=None, help="seed for weights and data order (default 0)")
     g.add_argument("--device", default=None, help="tinygrad device: CPU, CPU:LLVM, CPU:X86, CL, PYTHON, CUDA, ... (default: DEV, else a GPU, else CPU)")
     g = p.add_argument_group("demo only")
-    g.add_argument("--epochs", type=int, default=None, help="passes over the demo data (default 30)")
+    g.add_argument("--epochs", type=POSITIVE, default=None, help="passes over the demo data (default 30)")
     g = p.add_argument_group("real data (--data FILE or --resume DIR; unset flags of a resumed run keep their saved values)")
     g.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (tokenized once into OUT/tokens.bin)")
     g.add_argument("--tokenizer", choices=TOKENIZERS, help="char, word, byte-level bpe or wordpiece (default bpe)")
-    g.add_argument("--val-fraction", type=float, help="tail fraction of the text held out for validation, in (0, 1) (default 0.1)")
-    g.add_argument("--steps", type=int, help="total optimizer steps, counted from the start of the run (default 1000)")
-    g.add_argument("--decay-steps", type=int, help="length of the learning-rate schedule (default --steps); "
+    g.add_argument("--val-fraction", type=number(0, 1, lo_open=True, hi_open=True), help="tail fraction of the text held out for validation, in (0, 1) (default 0.1)")
+    g.add_argument("--steps", type=POSITIVE, help="total optimizer steps, counted from the start of the run (default 1000)")
+    g.add_argument("--decay-steps", type=POSITIVE, help="length of the learning-rate schedule (default --steps); "
                                                    "later steps use --min-lr")
-    g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
+    g.add_argument("--warmup-steps", type=COUNT, help="linear warm-up steps (default 0)")
     g.add_argument("--lr-schedule", choices=("cosine", "constant"), help="after warm-up: cosine decay to --min-lr, or constant (default cosine)")
-    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay (default lr / 10)")
-    g.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay of matrices (default 0.1)")
-    g.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this; 0 turns clipping off (default 1.0)")
-    g.add_argument("--accum-steps", type=int, help="micro-batches per optimizer step, gradients averaged (default 1)")
+    g.add_argument("--min-lr", type=number(0), help="learning rate at the end of the cosine decay (default lr / 10)")
+    g.add_argument("--weight-decay", type=number(0), help="AdamW decoupled weight decay of matrices (default 0.1)")
+    g.add_argument("--grad-clip", type=number(0), help="clip the global gradient norm to this; 0 turns clipping off (default 1.0)")
+    g.add_argument("--accum-steps", type=POSITIVE, help="micro-batches per optimizer step, gradients averaged (default 1)")
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                    help="compute dtype; float16/bfloat16 keep float32 master weights (default float32)")
-    g.add_argument("--loss-scale", type=float, help="static loss scale for float16 (default 1024; 1 for the others)")
-    g.add_argument("--eval-every", type=int, help="steps between validation loss/perplexity evaluations (default 100)")
-    g.add_argument("--eval-batches", type=int, help="validation batches per evaluation (default 8)")
-    g.add_argument("--save-every", type=int, help="steps between checkpoints (default --eval-every; always at the end)")
+    g.add_argument("--loss-scale", type=number(0, lo_open=True), help="static loss scale for float16 (default 1024; 1 for the others)")
+    g.add_argument("--eval-every", type=POSITIVE, help="steps between validation loss/perplexity evaluations (default 100)")
+    g.add_argument("--eval-batches", type=POSITIVE, help="validation batches per evaluation (default 8)")
+    g.add_argument("--save-every", type=POSITIVE, help="steps between checkpoints (default --eval-every; always at the end)")
     g.add_argument("--out", metavar="DIR", help="output folder: checkpoint/, metrics.jsonl, tokens.bin (default ./out)")
     g.add_argument("--resume", metavar="DIR", help="continue the checkpoint in DIR (an --out folder or its checkpoint/)")
     g.add_argument("--plot", metavar="FILE.png", help="draw train and validation loss to this PNG at the end")

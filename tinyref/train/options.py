@@ -5,7 +5,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_seed
 from ..runtime.devices import DTYPES
 from .tokenizer import SIZED, TOKENIZERS
 
@@ -98,6 +98,7 @@ def resolve_options(opts: TrainOptions, saved: dict | None) -> TrainOptions:
         if getattr(o, name) is not None:
             check_positive(f"--{name.replace('_', '-')}", getattr(o, name))
     check_positive("--lr", o.lr, float)
+    check_seed("--seed", o.seed)
     for name in ("warmup_steps", "weight_decay", "grad_clip", "min_lr"):
         value = getattr(o, name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
