@@ -10,7 +10,9 @@ from tinygrad.nn.state import get_state_dict
 from ..config import GPTConfig
 from ..model import GPTStyleTransformer
 from ..optim import make_optimizer
+from ..errors import check_seed
 from ..runtime.devices import describe_device, select_device
+from ..runtime.memory import check_training_memory
 from .data import synthetic_batches
 from .options import check_positive
 from .step import make_train_step
@@ -29,6 +31,8 @@ def train_next_word_predictor(vocab_size: int = 52, context_length: int = 16, d_
     for name, value in (("batch_size", batch_size), ("epochs", epochs), ("batches_per_epoch", batches_per_epoch)):
         check_positive(name, value)
     check_positive("lr", lr, float)
+    check_seed("seed", seed)
+    memory = check_training_memory(cfg, batch_size)      # before anything is built
     device = select_device(device)
 
     Tensor.manual_seed(seed)
@@ -51,6 +55,7 @@ def train_next_word_predictor(vocab_size: int = 52, context_length: int = 16, d_
     log(f"Input shape: {data[0][0].shape}")
     log(f"Target shape: {data[0][1].shape}")
     log(f"Total parameters to learn: {n_scalars:,} ({n_tensors} tensors)")
+    log(f"Memory: {memory}")
     log(f"Training: {epochs} epochs x {batches_per_epoch} batches, AdamW lr={lr:g}, seed={seed}")
 
     losses, epoch_times = [], []

@@ -17,11 +17,12 @@ from ..loss import cross_entropy
 from ..model import GPTStyleTransformer
 from ..optim import lr_at, make_optimizer
 from ..runtime.devices import describe_device, dtype_support, select_device
-from ..runtime.memory import peak_resident_mib
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..runtime.memory import check_training_memory, is_out_of_memory, peak_resident_mib
+from .checkpoint import load_checkpoint, load_config, save_checkpoint
 from .data import BatchSampler, check_data_file, split_tokens, text_pieces, tokenize_to_file, validation_windows
 from .options import TRAIN_DEFAULTS, TrainOptions, resolve_options
-from .runs import CHECKPOINT_DIR, METRICS_FILE, checkpoint_dir, load_train_state, plot_metrics, prepare_out, read_metrics
+from .runs import (CHECKPOINT_DIR, METRICS_FILE, RunLock, checkpoint_dir, load_train_state, plot_metrics, prepare_out,
+                   read_metrics)
 from .step import TrainStep
 from .tokenizer import SIZED, count_unknown, train_tokenizer
 
@@ -50,20 +51,37 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
 
     Same options, device and seed: the same weights, bit for bit, whether the run was interrupted
     and resumed or not (weights, AdamW moments, step and the data sampler's state are checkpointed).
+    While it runs, it alone writes its --out folder (RunLock); running out of memory ends it with one line.
     """
+    lock = RunLock()
+    try:
+        return _train(opts, log, progress, lock)
+    except (MemoryError, OSError) as e:
+        if not is_out_of_memory(e):
+            raise
+        where = f"; the last checkpoint in {lock.out / CHECKPOINT_DIR} is kept" if lock.fd is not None else ""
+        raise TrainingError(f"out of memory ({' '.join(str(e).split())}){where}: reduce --batch-size, --context-length, "
+                            "--d-model or --n-layers") from None
+    finally:
+        lock.release()
+
+
+def _train(opts: TrainOptions, log, progress: bool, lock: RunLock) -> TrainResult:
+    """The run itself; ``lock`` is taken as soon as --out is known to exist, else once it is created."""
     ckpt_in = checkpoint_dir(opts.resume) if opts.resume else None
     saved_state = load_train_state(ckpt_in) if ckpt_in else None
     o = resolve_options(opts, saved_state["options"] if saved_state else None)
     check_data_file(o.data)
     out = Path(opts.out or (ckpt_in.parent if ckpt_in and ckpt_in.name == CHECKPOINT_DIR else TRAIN_DEFAULTS["out"]))
     out = out.absolute()
+    if out.is_dir():
+        lock.acquire(out)              # a second writer stops here, before any work
     device = select_device(o.device)
     reason = dtype_support(device, o.dtype)
     if reason is not None:
         raise DeviceError(f"--dtype {o.dtype}: {reason}; use --dtype float32 or another --device")
     if ckpt_in:
-        ckpt = load_checkpoint(ckpt_in, device=device)
-        tokenizer, start = ckpt.tokenizer, int(saved_state["step"])
+        config, start = load_config(ckpt_in), int(saved_state["step"])
         if start >= o.steps:
             raise UsageError(f"the checkpoint is at step {start} already: give --steps more than {start}")
     else:                  # reads the whole text once: a bad file fails here, before anything is written
@@ -74,7 +92,11 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
         config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=o.context_length, d_model=o.d_model,
                            n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff, activation=o.activation, bias=o.bias)
         start = 0
-    prepare_out(out, resuming=ckpt_in is not None and ckpt_in.absolute() == (out / CHECKPOINT_DIR).absolute())
+    memory = check_training_memory(config, o.batch_size, o.dtype)      # before anything is built
+    if ckpt_in:
+        ckpt = load_checkpoint(ckpt_in, device=device)
+        tokenizer = ckpt.tokenizer
+    prepare_out(out, resuming=ckpt_in is not None and ckpt_in.absolute() == (out / CHECKPOINT_DIR).absolute(), lock=lock)
     if ckpt_in:
         model = ckpt.model
     else:
@@ -113,7 +135,7 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
         log(f"Unknown words: {unknown:,} [UNK] tokens ({unknown / max(len(tokens), 1):.2%}): words longer than "
             "100 characters or with a character the tokenizer never saw")
     log(f"Model: {model.num_parameters():,} parameters, d_model {o.d_model}, {o.n_layers} layers, {o.n_heads} heads, "
-        f"context {o.context_length}")
+        f"context {o.context_length}; memory: {memory}")
     log(f"Steps {start} -> {o.steps}: batch {o.batch_size} x {o.accum_steps} micro-batches = {tokens_per_step:,} "
         f"tokens/step, lr {o.lr:g} ({o.lr_schedule}, warm-up {o.warmup_steps}, min {o.min_lr:g}), "
         f"weight decay {o.weight_decay:g}, clip {o.grad_clip:g}")

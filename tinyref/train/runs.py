@@ -1,37 +1,76 @@
-"""Run folders: where a run writes (checkpoint, metrics.jsonl), how it is found again, its loss plot."""
+"""Run folders: where a run writes (checkpoint, metrics.jsonl), how it is found again, the lock that
+lets one run at a time write it, its loss plot."""
 from __future__ import annotations
 
+import fcntl
 import json
-import tempfile
+import os
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import CheckpointError, UsageError, pyplot
+from ..errors import CheckpointError, TrainingError, UsageError, pyplot
 from .checkpoint import CONFIG_FILE, STATE_FILE, load_state
 from .options import TrainOptions
 
-CHECKPOINT_DIR, METRICS_FILE = "checkpoint", "metrics.jsonl"
+CHECKPOINT_DIR, METRICS_FILE, LOCK_FILE = "checkpoint", "metrics.jsonl", "writer.lock"
 
 
-def checkpoint_dir(path) -> Path:
-    """--resume accepts a checkpoint directory or the --out directory that holds one."""
+# --8<-- [start:checkpoint_dir]
+def checkpoint_dir(path, flag: str = "--resume") -> Path:
+    """Every command that reads a checkpoint (``flag``: --resume, --checkpoint) takes the run folder
+    written by ``tinyref train --out`` or the checkpoint folder inside it."""
     path = Path(path)
     if (path / CHECKPOINT_DIR / CONFIG_FILE).is_file():
         return path / CHECKPOINT_DIR
     if (path / CONFIG_FILE).is_file():
         return path
-    raise CheckpointError(f"--resume {path}: no checkpoint there (expected {path}/{CHECKPOINT_DIR}/{CONFIG_FILE} "
+    raise CheckpointError(f"{flag} {path}: no checkpoint there (expected {path}/{CHECKPOINT_DIR}/{CONFIG_FILE} "
                           f"or {path}/{CONFIG_FILE})")
+# --8<-- [end:checkpoint_dir]
 
 
-def prepare_out(out: Path, resuming: bool) -> None:
-    """Create --out and prove it writable before any work; refuse to overwrite another run's checkpoint."""
+# --8<-- [start:lock]
+class RunLock:
+    """One writer per run folder: an exclusive flock on OUT/writer.lock, which holds the writer's pid.
+    The kernel drops the lock when the process ends, however it ends (kill -9 included), so a
+    folder is never left locked; readers (generate, eval, attention) never take it."""
+
+    def __init__(self):
+        self.fd, self.out = None, None
+
+    def acquire(self, out: Path) -> None:
+        if self.fd is not None:
+            return
+        try:
+            fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise CheckpointError(f"cannot write to --out {out}: {e.strerror or e}; choose a writable folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise TrainingError(f"--out {out} is being written by another tinyref train (pid {holder}): wait for it "
+                                "to end, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd, self.out = fd, out
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+# --8<-- [end:lock]
+
+
+def prepare_out(out: Path, resuming: bool, lock: RunLock) -> None:
+    """Create --out and lock it (which proves it writable) before any work; refuse to overwrite
+    another run's checkpoint."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
     except OSError as e:
         raise CheckpointError(f"cannot write to --out {out}: {e.strerror or e}; choose a writable folder") from None
+    lock.acquire(out)
     if not resuming and (out / CHECKPOINT_DIR).exists():
         raise UsageError(f"--out {out} already holds a checkpoint: continue it with --resume {out}, "
                          "or choose another --out")
