@@ -26,8 +26,12 @@ def copy_with(root: Path, name: str, change) -> None:
 def make_bad_inputs(root: Path) -> None:
     """Write the broken inputs into ``root``."""
     model = GPTStyleTransformer(UNTIED)
-    load_params(model, oracle.init_params(as_namespace(UNTIED), np.random.default_rng(0)))
+    params = oracle.init_params(as_namespace(UNTIED), np.random.default_rng(0))
+    load_params(model, params)
     save_checkpoint(root / "ckpt", model, None, train_tokenizer("char", ["abcdefg"]), {"step": 0})
+    params["h.0.mlp.c_fc.weight"][1, 2] = np.nan                  # what a diverged run would have saved
+    load_params(model, params)
+    save_checkpoint(root / "ckpt-nan", model, None, train_tokenizer("char", ["abcdefg"]), {"step": 0})
     weights = (root / "ckpt" / MODEL_FILE).read_bytes()
     copy_with(root, "ckpt-truncated", lambda p: (p / MODEL_FILE).write_bytes(weights[: len(weights) // 2]))
     copy_with(root, "ckpt-lying-header", lambda p: (p / MODEL_FILE).write_bytes((2**40).to_bytes(8, "little") + weights[8:]))
@@ -40,6 +44,7 @@ def make_bad_inputs(root: Path) -> None:
     (root / "run").mkdir()
     shutil.copytree(root / "ckpt", root / "run" / "checkpoint")    # an --out that already holds a checkpoint
     (root / "not-a-checkpoint").mkdir()
+    (root / "run-empty").mkdir()                                  # a run folder before its first save
     (root / "empty.txt").write_bytes(b"")
     (root / "binary.bin").write_bytes(bytes(range(256)) * 4)
     (root / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))

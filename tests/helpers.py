@@ -16,6 +16,7 @@ from tinyref.verify.golden import PRESETS   # the golden vectors' configs are th
 from tinyref.optim import decayed_keys, make_optimizer
 from tinyref.verify.tolerances import (FINITE_DIFFERENCE, FINITE_DIFFERENCE_STEP, FLOAT32, FLOAT32_GRAD, MIN_VISIBLE_CHANGE, Mismatch,
                                 compare, round_to)
+from tinyref.cli import main
 from tinyref.train import make_train_step
 
 # tinygrad compiles a new kernel set for every new shape (15-40 s each on a 2-core CPU), so the
@@ -296,3 +297,13 @@ def batch_permutation_mismatches(forward, idx: np.ndarray, perm, tol=FLOAT32) ->
 def prefix_mismatches(forward, idx: np.ndarray, t: int, tol=FLOAT32) -> list[Mismatch]:
     """A causal model's outputs on the first t tokens are the first t outputs of the whole sequence."""
     return [m for m in [compare(f"logits of the {t}-token prefix", forward(idx[:, :t]), forward(idx)[:, :t], tol)] if m]
+
+
+def cli(capsys, *argv):
+    """(exit status, stdout, stderr) of ``tinyref argv`` run in this process."""
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as e:
+        status = e.code
+    out = capsys.readouterr()
+    return status, out.out, out.err

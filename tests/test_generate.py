@@ -14,11 +14,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import oracle
-from tests.helpers import TIED, as_namespace, float32_exact, model_with
+from tests.helpers import TIED, as_namespace, cli, float32_exact, model_with
 from tests.strategies import seeds
 from tinyref import attention_maps, evaluate
 from tinyref.train.checkpoint import save_checkpoint
-from tinyref.cli import main
 from tinyref.generation.evaluation import eval_windows
 from tinyref.generation.text_metrics import text_quality
 from tinyref.generation.sampling import (generate_ids, make_decoder, sample_token, sampling_distribution, softmax, top_k_filter,
@@ -206,16 +205,6 @@ def checkpoint(tied, tmp_path_factory):
     tokenizer = CharTokenizer.train([SYMBOLS])
     assert tokenizer.vocab_size == TIED.vocab_size
     return save_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", model, tokenizer=tokenizer, state={"step": 0})
-
-
-def cli(capsys, *argv):
-    """(exit status, stdout, stderr) of ``tinyref argv`` run in this process."""
-    try:
-        status = main([str(a) for a in argv])
-    except SystemExit as e:
-        status = e.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
 
 
 def generate_text(capsys, checkpoint, *extra):
