@@ -9,6 +9,7 @@ import sys
 from ..bench.harness import CONFIGS, TORCH_MISSING, bench_config, generation_results, machine_info, torch_available
 from ..runtime.devices import describe_device, select_device
 from ..errors import UsageError
+from ..runtime.memory import check_training_memory, parameter_count
 from ..train.options import check_positive
 from .flags import COUNT, POSITIVE, integer
 
@@ -103,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         f"{args.steps} timed steps per run, median reported{torch_threads}")
     results, generation = [], []
     for name in names:
+        batch, cfg = CONFIGS[name]
+        log(f"{name}: {parameter_count(cfg):,} parameters, batch {batch}; memory: {check_training_memory(cfg, batch)}")
         rows = bench_config(name, args.steps, args.compare, log=log)
         results += rows
         if not args.json:
