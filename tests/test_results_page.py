@@ -21,7 +21,7 @@ def write_inputs(directory, bench_rows):
     (directory / "bench.json").write_text(json.dumps({"machine": MACHINE, "results": bench_rows, "generation": []}))
     (directory / "check.json").write_text(json.dumps({"devices": [
         {"device": "CPU", "dtype": "float32", "forward_max_err": 2e-7, "grad_max_err": 5e-7, "causal_ok": True,
-         "seconds": 3.0, "ok": True, "reason": None}]}))
+         "seconds": 3.0, "ok": True, "reason": None, "model": "gpt2"}]}))
     return directory
 
 
@@ -32,7 +32,7 @@ def test_the_page_shows_the_machine_date_and_same_run_ratios(tmp_path):
     assert "| date | 2026-01-02T03:04:05+00:00 |" in page and "Test CPU, 2 cores" in page
     assert "| S | tinyref | 1.00 | 1.00 | 3,000 | 10 | 2.50x |" in page
     assert "| S | torch-eager | 1.00 | 2.50 | 1,200 | 10 | 1.00x |" in page
-    assert "| `CPU` | float32 | 2.0e-07 | 5.0e-07 | yes | 3.0 | agrees |" in page
+    assert "| `CPU` | gpt2 | float32 | 2.0e-07 | 5.0e-07 | yes | 3.0 | agrees |" in page
 
 
 def test_an_out_of_date_page_is_caught(tmp_path, capsys):

@@ -20,7 +20,7 @@ DATA, PAGE = ROOT / "docs" / "results", ROOT / "docs" / "results.md"
 SOURCES = {
     "bench.json": "tinyref bench --config all --compare --json",
     "bench-profile.json": "tinyref bench --config M --profile --json",
-    "check.json": "tinyref check --device all --dtype float32 bfloat16 float16 --json",
+    "check.json": "tinyref check --device all --dtype float32 bfloat16 float16 --model gpt2 nanogpt --json",
     "oracle-gpt2.json": "tinyref bench --oracle-gpt2 --json",
 }
 REQUIRED = ("bench.json", "check.json")
@@ -81,15 +81,21 @@ def profile_section(profile: dict) -> list[str]:
     return lines
 
 
+def short(reason: str | None, limit: int = 90) -> str:
+    """A reason's first clause, cut to ``limit`` characters (the JSON keeps it whole)."""
+    first = (reason or "").split("; ")[0]
+    return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
 def check_section(check: dict) -> list[str]:
     verdict = {True: "agrees", False: "DISAGREES", None: "not run here"}
-    rows = [[f"`{r['device']}`", r["dtype"], fmt(r["forward_max_err"], ".1e"), fmt(r["grad_max_err"], ".1e"),
-             {True: "yes", False: "NO", None: "-"}[r["causal_ok"]], fmt(r["seconds"], ".1f"),
-             verdict[r["ok"]] + (f": {r['reason']}" if r["ok"] is not True and r.get("reason") else "")]
+    rows = [[f"`{r['device']}`", r.get("model", "gpt2"), r["dtype"], fmt(r["forward_max_err"], ".1e"),
+             fmt(r["grad_max_err"], ".1e"), {True: "yes", False: "NO", None: "-"}[r["causal_ok"]], fmt(r["seconds"], ".1f"),
+             verdict[r["ok"]] + (f": {short(r['reason'])}" if r["ok"] is not True and r.get("reason") else "")]
             for r in check["devices"]]
     return ["## Every backend against the oracle", "", f"`{SOURCES['check.json']}`: the check case's logits, loss and "
             "every gradient after one AdamW step, worst relative error against the float64 oracle.", "",
-            *table(["device", "dtype", "forward err", "gradient err", "causal", "seconds", "verdict"], rows)]
+            *table(["device", "model", "dtype", "forward err", "gradient err", "causal", "seconds", "verdict"], rows)]
 
 
 def oracle_gpt2_section(data: dict) -> list[str]:
