@@ -18,7 +18,9 @@ class TransformerDecoderBlock:
         self.mlp = PositionWiseFeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias)
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x))    # (B, T, C)
-        x = x + self.mlp(self.ln_2(x))     # (B, T, C)
+        # contiguous_backward(): store the residual stream's gradient (the sum of its two paths) once, rather than
+        # recompute that sum inside every matmul that reads it (the math is unchanged)
+        x = (x + self.attn(self.ln_1(x))).contiguous_backward()    # (B, T, C)
+        x = (x + self.mlp(self.ln_2(x))).contiguous_backward()     # (B, T, C)
         return x
 # --8<-- [end:block]
