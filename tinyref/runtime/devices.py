@@ -15,7 +15,7 @@ import tempfile
 from tinygrad import Context, Device, Tensor, dtypes
 from tinygrad.helpers import DEV
 
-from . import cpugraph, programcache, schedulecache
+from . import cpugraph, kernelopts, programcache, schedulecache
 from ..errors import DeviceError
 
 GPU_DEVICES = ("CUDA", "NV", "AMD", "METAL", "WEBGPU")
@@ -121,11 +121,13 @@ def select_device(spec: str | None) -> str:
 
     None keeps a ``DEV`` set in the environment, and otherwise picks ``default_device()``.
     Also keeps kernel schedules and lowered kernels on disk (tinyref.runtime.schedulecache, programcache), so
-    later runs start faster, and on a CPU device replays jitted steps from C on every core (tinyref.runtime.cpugraph).
+    later runs start faster, and on a CPU device replays jitted steps from C on every core (tinyref.runtime.cpugraph)
+    and register-tiles its matmuls (tinyref.runtime.kernelopts).
     """
     programcache.enable()
     programcache.keep_compile_workers()
     schedulecache.enable()
+    kernelopts.install()
     if spec is None and DEV.device:
         name = current_device()
     else:

@@ -5,7 +5,8 @@ each kernel's graph into optimised source (``to_program``) is Python that takes 
 kernel on a small CPU, and a training step has ~250 kernels. This module backs tinygrad's
 in-memory program cache with its own on-disk cache (the same sqlite file, a table of its own),
 keyed by what tinygrad keys it by in memory: the kernel graph's hash, the renderer and the
-code-generation settings, plus the tinygrad version. It respects tinygrad's switches: nothing
+code-generation settings, plus the tinygrad version and whether tinyref's choice of matmul opts
+(tinyref.runtime.kernelopts) made it. It respects tinygrad's switches: nothing
 is read or written when ``CACHELEVEL=0`` or ``CCACHE=0`` (as when ``tinyref check`` probes a
 device and must see a fresh compile).
 """
@@ -19,6 +20,8 @@ import tinygrad.codegen as codegen
 import tinygrad.engine.realize as realize
 from tinygrad.helpers import CACHELEVEL, CCACHE, diskcache_get, diskcache_put
 
+from . import kernelopts
+
 TABLE = "tinyref_program"
 TINYGRAD_VERSION = version("tinygrad")
 
@@ -26,7 +29,8 @@ TINYGRAD_VERSION = version("tinygrad")
 def disk_key(key: tuple) -> str:
     """A stable text key for tinygrad's in-memory key (ast hash, renderer class, target, settings)."""
     parts = [f"{k.__module__}.{k.__qualname__}" if isinstance(k, type) else repr(k) for k in key]
-    return hashlib.sha256("\0".join([TINYGRAD_VERSION, *parts]).encode()).hexdigest()
+    rule = kernelopts.RULE if kernelopts.installed() else ""   # tinyref's choice of opts, or tinygrad's
+    return hashlib.sha256("\0".join([TINYGRAD_VERSION, rule, *parts]).encode()).hexdigest()
 
 
 class DiskBackedPrograms(dict):

@@ -7,7 +7,7 @@ from tinygrad.nn.state import get_state_dict
 from ..loss import cross_entropy
 from ..model import GPTStyleTransformer
 from ..optim import clip_grad_norm, global_grad_norm, optimizer_lr_tensors, optimizer_state
-from ..runtime import cpugraph
+from ..runtime import cpugraph, kernelopts
 from ..runtime.devices import DTYPES
 
 
@@ -16,6 +16,7 @@ def jit_training_step(step, opt) -> TinyJit:
     """``step`` under TinyJit: the first call traces, compiles and captures the kernels; later calls replay them."""
     Tensor.realize(*opt.params, *optimizer_state(opt))   # nothing one-time (zero moments) may hide in the capture
     cpugraph.install(opt.params[0].device)               # on a CPU: replay the captured kernels from C (tinyref.runtime.cpugraph)
+    kernelopts.install()                                 # and register-tile its matmuls (tinyref.runtime.kernelopts)
     jitted = TinyJit(step)
     jitted.cnt = 1   # capture on the first call: TinyJit's default uncaptured first run would schedule the step twice
     return jitted

@@ -1,0 +1,92 @@
+"""tinyref.runtime.kernelopts: the register tile goes to the matmuls whose operand streams rows (the
+backward's two products of a linear layer), tinygrad's own choice to every other kernel, and the
+numbers do not change: each product agrees with NumPy's float64 one.
+
+Kernels are compiled in this process (PARALLEL=0), at shapes no other test uses, so the choice of
+opts is made here and can be recorded. Negative controls: a tile tinygrad refuses must fall back to
+tinygrad's choice (and still compute the product), and the comparison must catch a wrong element.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tinygrad import Context, Device, Tensor
+from tinygrad.codegen.opt import OptOps
+
+from tinyref.runtime import kernelopts
+from tinyref.runtime.devices import current_device
+from tinyref.verify.tolerances import FLOAT32, compare
+
+pytestmark = pytest.mark.skipif(not kernelopts.vector_registers() or Device[current_device()].renderer.target.device != "CPU",
+                                reason="the register tile is chosen for x86-64 CPUs with AVX2 and FMA only")
+
+M, K, N = 96, 40, 48    # rows, inputs, outputs of a linear layer y = x @ w.T
+
+
+def products(rng):
+    """The three products of a linear layer and its backward, as (tinygrad product, float64 reference)."""
+    x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in ((M, K), (N, K), (M, N)))
+    tx, tw, tdy = (Tensor(a) for a in (x, w, dy))
+    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
+    return {"forward y = x @ w.T": (lambda: tx @ tw.T, x @ w.T),            # both operands contiguous along K
+            "input gradient dy @ w": (lambda: tdy @ tw, dy @ w),            # w streams rows along K
+            "weight gradient dy.T @ x": (lambda: tdy.T @ tx, dy.T @ x)}     # x streams rows along K
+
+
+def compiled_opts(monkeypatch, product, rule=kernelopts.hand_coded_optimizations):
+    """Realize ``product()`` compiling in this process with ``rule`` as the choice of opts; returns the
+    result and the opts chosen for its reduce kernel."""
+    chosen = []
+
+    def recording(k):
+        chosen.append(opts := rule(k))
+        return opts
+    monkeypatch.setattr(kernelopts.heuristic, "hand_coded_optimizations", recording)
+    with Context(PARALLEL=0, CCACHE=0):   # compiled here, now: not by a worker, not from the disk cache
+        out = product().numpy()
+    reduce_opts = [k.applied_opts for k in chosen if k.reduceop is not None]
+    assert len(reduce_opts) == 1, f"expected one reduce kernel, compiled {len(reduce_opts)}"
+    return out, reduce_opts[0]
+
+
+def tiled(opts) -> bool:
+    return any(o.op is OptOps.UPCAST and o.arg in (8, 16) for o in opts) and not any(o.op is OptOps.UNROLL for o in opts)
+
+
+@pytest.mark.parametrize("name", ["forward y = x @ w.T", "input gradient dy @ w", "weight gradient dy.T @ x"])
+def test_streaming_products_get_the_tile_and_agree(monkeypatch, name):
+    product, expected = products(np.random.default_rng(0))[name]
+    out, opts = compiled_opts(monkeypatch, product)
+    assert tiled(opts) == (name != "forward y = x @ w.T"), f"{name}: opts {opts}"
+    assert (m := compare(name, out, expected, FLOAT32)) is None, m
+
+
+def test_a_refused_tile_falls_back_to_tinygrads_choice(monkeypatch):
+    """Planted bug: a tile that does not divide the axis. tinygrad refuses it; the product still comes out."""
+    monkeypatch.setattr(kernelopts, "tile_axes", lambda k: (1, 7, 0, 5))
+    product, expected = products(np.random.default_rng(1))["weight gradient dy.T @ x"]
+    out, opts = compiled_opts(monkeypatch, lambda: product() + 1.0)   # a kernel not compiled by the test above
+    assert not tiled(opts), opts
+    assert compare("refused tile", out, expected + 1.0, FLOAT32) is None
+
+
+def test_the_comparison_catches_one_wrong_element():
+    _, expected = products(np.random.default_rng(2))["input gradient dy @ w"]
+    wrong = expected.copy()
+    wrong[3, 5] += 1e-2
+    assert compare("planted", wrong, expected, FLOAT32) is not None
+
+
+def test_tiles_fit_the_registers():
+    for registers in (16, 32):
+        for m, n in kernelopts.tiles(registers):
+            assert m * n // kernelopts.VECTOR + n // kernelopts.VECTOR + 1 <= registers
+    assert kernelopts.tiles(16)[0][0] * kernelopts.tiles(16)[0][1] < kernelopts.tiles(32)[0][0] * kernelopts.tiles(32)[0][1]
+
+
+def test_vector_registers_read_the_cpu_flags(tmp_path):
+    cases = {"fpu sse2 avx avx2 fma": 16, "fpu avx avx2 fma avx512f": 32, "fpu sse2 avx": 0}
+    for i, (flags, registers) in enumerate(cases.items()):
+        (info := tmp_path / f"cpuinfo{i}").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert kernelopts.vector_registers.__wrapped__(str(info)) == registers, flags
+    assert kernelopts.vector_registers.__wrapped__(str(tmp_path / "missing")) == 0
