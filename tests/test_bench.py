@@ -132,3 +132,19 @@ def test_the_estimate_counts_gpt2_small_flops_and_speaks_only_when_slow(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert seconds > cost.SAY_ABOVE_S and len(lines) == 1
     assert lines[0].startswith("tinyref: export-golden: case 'gpt2': about ") and "GFLOP" in lines[0]
+
+
+def test_profile_json_accounts_for_every_kernel():
+    """--profile: the classes add up to the step's kernels and kernel time, the largest come first, and the
+    warm-up's parts add up to the first step."""
+    out = subprocess.run([sys.executable, "-m", "tinyref", "bench", "--config", "S", "--profile", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    [p] = json.loads(out.stdout)["profiles"]
+    assert p["config"] == "S" and {c["class"] for c in p["classes"]} <= {"matmul", "reduction", "elementwise"}
+    assert "matmul" in {c["class"] for c in p["classes"]}
+    assert sum(c["kernels"] for c in p["classes"]) == p["kernels"] > 0
+    assert sum(c["ms"] for c in p["classes"]) == pytest.approx(p["ms_one_thread"])
+    assert [k["ms"] for k in p["largest"]] == sorted((k["ms"] for k in p["largest"]), reverse=True)
+    parts = p["warmup"]
+    assert parts["compiling kernels"] + parts["tracing, scheduling, capture"] == pytest.approx(parts["first step in all"])

@@ -45,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --oracle-gpt2: runs per implementation, alternated; the median is reported (default 1)")
     p.add_argument("--numpy-hugepages", action="store_true",
                    help="with --oracle-gpt2: leave NumPy's transparent-huge-page advice on for the oracle (see tinyref.bench.oracle_gpt2)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing steps, time each kernel of one step on one thread and print them by class "
+                        "(matmul, reduction, elementwise), the largest kernels' GFLOP/s and the warm-up's compile and "
+                        "schedule seconds (CPU devices)")
     p.add_argument("--json", action="store_true", help='print {"machine": {...}, "results": [...], "generation": [...]}')
 
 
@@ -102,6 +106,15 @@ def run(args: argparse.Namespace) -> int:
     log = lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
     log(f"Device: {describe_device(device)}{f', BEAM={args.beam}' if args.beam else ''}; "
         f"{args.steps} timed steps per run, median reported{torch_threads}")
+    if args.profile:
+        from ..bench.profile import profile_config, profile_lines
+        profiles = [profile_config(name) for name in names]
+        for p in profiles:
+            if not args.json:
+                log("\n".join(profile_lines(p)))
+        if args.json:
+            print(json.dumps({"machine": machine_info(device), "profiles": profiles}, indent=2))
+        return 0
     results, generation = [], []
     for name in names:
         batch, cfg = CONFIGS[name]
