@@ -20,8 +20,9 @@ class PositionWiseFeedForward:
         self.c_proj = nn.Linear(d_ff, d_model, bias=bias)     # weight (C, F)
 
     def __call__(self, x: Tensor) -> Tensor:
-        # (B, T, F). contiguous(), contiguous_backward(): store h and the gradient of c_fc's output
-        # instead of recomputing them inside each matmul that reads them
-        h = self.c_fc(x).contiguous_backward().gelu(approximate=self.approximate).contiguous()
+        # (B, T, F). contiguous(), contiguous_backward(): store h, its gradient and the gradient of c_fc's
+        # output instead of recomputing them inside each matmul that reads them (h's gradient stored alone
+        # keeps GELU's derivative out of c_proj's input-gradient matmul, which can then use register tiles)
+        h = self.c_fc(x).contiguous_backward().gelu(approximate=self.approximate).contiguous().contiguous_backward()
         return self.c_proj(h)                                 # (B, T, C)
 # --8<-- [end:feedforward]
