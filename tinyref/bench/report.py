@@ -19,7 +19,7 @@ DATA, PAGE = ROOT / "docs" / "results", ROOT / "docs" / "results.md"
 # file -> the command that writes it (run from the repository root; scripts/measure-results.sh runs them all)
 SOURCES = {
     "bench.json": "tinyref bench --config all --compare --json",
-    "bench-profile.json": "tinyref bench --config M --profile --json",
+    "bench-profile.json": "tinyref bench --config all --profile --json",
     "check.json": "tinyref check --device all --dtype float32 bfloat16 float16 --model gpt2 nanogpt --json",
     "oracle-gpt2.json": "tinyref bench --oracle-gpt2 --json",
 }
