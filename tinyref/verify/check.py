@@ -87,8 +87,9 @@ def run_tinygrad(device: str, dtype: str, case: CheckCase, inputs: CaseInputs, a
     """tinyref's logits, loss, parameter gradients (and AdamW-updated weights) on ``device`` as float64,
     and the keys the optimizer decays."""
     B = case.batch
-    with use_device(device):
+    with Context(DEV="NULL"):   # tinygrad's no-op device: every weight is replaced below, so its init compiles nothing
         model = GPTStyleTransformer(case.config)
+    with use_device(device):
         state = get_state_dict(model)
         for k, t in state.items():   # the dtype's exact values, put on the device
             t.replace(Tensor(inputs.params[k].astype(np.float32)).cast(DTYPES[dtype]).contiguous())
