@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import tinyref.cli.check
 import tinyref.verify.check
 from conftest import device_result
 from tinyref.cli import main
@@ -165,3 +166,47 @@ def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, 
     monkeypatch.setattr(tinyref.verify.check, "run_oracle", oracle_of_gpt2)
     row = tinyref.verify.check.check_one(default_backend, "float32", 0, "nanogpt")
     assert row.ok is False and "logits" in row.reason
+
+
+@pytest.fixture
+def fake_processes(monkeypatch):
+    """subprocess.Popen in tinyref.cli.check replaced by a Python one-liner per device: ``scripts[device]`` is its
+    code (default: print an agreeing JSON row for that device); the argv and environment of each start are kept."""
+    started, scripts = [], {}
+    real_popen = subprocess.Popen
+
+    def popen(argv, env, **kwargs):
+        device = argv[argv.index("--device") + 1]
+        started.append((device, argv, env))
+        row = {**dict.fromkeys(ROW_KEYS), "device": device, "dtype": "float32", "model": "gpt2", "ok": True,
+               "causal_ok": True, "forward_max_err": 1e-7, "grad_max_err": 1e-6, "seconds": 1.0}
+        code = scripts.get(device, f"print({json.dumps(json.dumps({'devices': [row]}))})")
+        return real_popen([sys.executable, "-c", code], **kwargs)
+    monkeypatch.setattr(tinyref.cli.check.subprocess, "Popen", popen)
+    return started, scripts
+
+
+def test_cpu_backends_run_at_once_in_processes_of_their_own(fake_processes, capsys):
+    """Several CPU backends: one `tinyref check --json` process each, the slowest (CL) started first, rows in
+    the order asked for, each process compiling alone (PARALLEL=0)."""
+    started, _ = fake_processes
+    assert main(["check", "--device", "PYTHON", "CPU", "CL"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["PYTHON", "CPU", "CL"] and all(line.endswith(" ok") for line in lines[1:4])
+    assert lines[-1] == "3 of 3 runs agree with the oracle; 0 not available here"
+    assert [device for device, _, _ in started] == ["CL", "CPU", "PYTHON"]
+    assert all(argv[1:4] == ["-m", "tinyref", "check"] and argv[-1] == "--json" and env["PARALLEL"] == "0"
+               for _, argv, env in started)
+
+
+def test_a_backend_whose_process_dies_is_a_crashed_row(fake_processes, capsys):
+    """A process killed by a signal prints no JSON: its device is a disagreeing row naming the status and
+    the last line it wrote, not a traceback; the other backends' rows stand."""
+    _, scripts = fake_processes
+    scripts["CL"] = "import os, sys; sys.stderr.write('Fatal Python error: Segmentation fault\\n'); sys.stderr.flush(); os.abort()"
+    status, report = check_json(capsys, "--device", "CPU", "CL")
+    crashed, = [r for r in report["devices"] if r["device"] == "CL"]
+    assert status == 1 and [r["device"] for r in report["devices"]] == ["CPU", "CL"]
+    assert crashed["ok"] is False and crashed["model"] == "gpt2" and crashed["dtype"] == "float32"
+    assert crashed["reason"] == ("crashed: the check process exited with status -6 "
+                                 "(Fatal Python error: Segmentation fault)")

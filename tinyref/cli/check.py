@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
+from typing import IO
 
-from ..verify.check import MODELS, check_one
-from ..runtime.devices import DTYPES, KNOWN_DEVICES, normalize_device
+from ..verify.check import MODELS, CheckRow, check_one
+from ..runtime.devices import CPU_DEVICES, DTYPES, KNOWN_DEVICES, normalize_device
 from ..errors import TinyrefError
 from .flags import SEED
 
@@ -33,6 +39,55 @@ def selected_devices(specs: list[str]) -> list[str]:
     return list(dict.fromkeys(expanded))
 
 
+# The CPU backends each get a process of their own when several are checked, so their compilers run at once;
+# the slowest to compile starts first (cold: CL ~26 CPU-s, CPU ~12, CPU:X86 ~12, CPU:LLVM ~10, PYTHON ~8).
+START_ORDER = ("CL", "CPU", "CPU:X86", "CPU:LLVM", "PYTHON")
+
+
+def device_rows(devices: list[str], args: argparse.Namespace):
+    """Every check row, device by device in the order given. With two or more CPU backends, each of them runs in a
+    ``tinyref check`` process of its own, all started at once; every other device runs here."""
+    spawned = [d for d in START_ORDER if d in devices] if len([d for d in devices if d in CPU_DEVICES]) > 1 else []
+    procs = {d: start_check_process(d, args) for d in spawned}
+    for device in devices:
+        if device in procs:
+            yield from rows_from_process(procs[device], device, args)
+        else:
+            yield from (check_one(device, dtype, args.seed, model) for dtype, model in runs(args))
+
+
+def start_check_process(device: str, args: argparse.Namespace) -> tuple[subprocess.Popen, IO[str]]:
+    """``tinyref check --json`` for one device, compiling in that process alone (PARALLEL=0: the processes
+    already share the cores, and tinygrad's compile pool would import tinygrad twice more in each)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PARALLEL": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    argv = [sys.executable, "-m", "tinyref", "check", "--device", device, "--dtype", *args.dtype,
+            "--model", *args.model, "--seed", str(args.seed), "--json"]
+    # stdout is a few rows of JSON; stderr (compiler chatter) goes to a file so that no pipe fills up and stalls it
+    err = tempfile.TemporaryFile("w+")
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=err, text=True), err
+
+
+def rows_from_process(started: tuple[subprocess.Popen, IO[str]], device: str, args: argparse.Namespace) -> list[CheckRow]:
+    """The rows a device's process printed; a process that died without them is a crashed row per run."""
+    proc, err = started
+    out, _ = proc.communicate()
+    with err:
+        try:
+            return [CheckRow(**row) for row in json.loads(out)["devices"]]
+        except (ValueError, KeyError, TypeError):
+            err.seek(0)
+            last = next((line.strip() for line in reversed(err.read().splitlines()) if line.strip()), "no output")
+    reason = f"crashed: the check process exited with status {proc.returncode} ({last})"[:400]
+    return [CheckRow(device, dtype, ok=False, reason=reason, model=model) for dtype, model in runs(args)]
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The (dtype, model) pairs each device runs, duplicates dropped."""
+    return [(dtype, model) for dtype in dict.fromkeys(args.dtype) for model in dict.fromkeys(args.model)]
+
+
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -50,12 +105,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, WIDTHS)).rstrip(), flush=True)
     rows = []
-    for device in devices:
-        for dtype in dict.fromkeys(args.dtype):
-            for model in dict.fromkeys(args.model):
-                rows.append(check_one(device, dtype, args.seed, model))
-                if not args.json:
-                    print(table_line(rows[-1]), flush=True)
+    for row in device_rows(devices, args):
+        rows.append(row)
+        if not args.json:
+            print(table_line(row), flush=True)
     if args.json:
         print(json.dumps({"devices": [asdict(r) for r in rows]}, indent=2))
     ran = [r for r in rows if r.ok is not None]
