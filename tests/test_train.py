@@ -4,13 +4,13 @@ precision; bit-exact resume; bad input on the command line (the schedule and cli
 The tinygrad side uses only tests/helpers.py's TIED shape (micro-batches of (2, 8)), so the
 forward/backward kernels are the ones the model tests compile.
 """
+import contextlib
 import functools
+import io
 import json
 import math
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ import oracle
 from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace, assert_no_mismatch, float32_exact, load_params,
                      oracle_forward_backward, random_inputs, trained_weight_mismatches)
 from tinyref import GPTStyleTransformer
+from tinyref.cli import main
 from tinyref.train.checkpoint import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from tinyref.runtime.devices import dtype_support
 from tinyref.optim import decayed_keys, lr_at, make_optimizer
@@ -28,7 +29,6 @@ from tinyref.verify.tolerances import FLOAT32_GRAD, compare, mixed_precision_gra
 from tinyref.train import TrainOptions, TrainStep, train
 from tinyref.train.step import DEFAULT_LOSS_SCALE
 
-ROOT = Path(__file__).resolve().parents[1]
 K = 2                                   # micro-batches per optimizer step
 CLIP = 0.5                              # below the test gradients' norm (~1-3): clipping is active
 HYPER = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8)
@@ -226,9 +226,16 @@ def test_metrics_and_plot(runs):
 
 # --- bad input on the command line ----------------------------------------------------------------
 
-def tinyref(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "tinyref", "train", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+def tinyref(*args) -> subprocess.CompletedProcess:
+    """``tinyref train ARGS`` through the command's own ``main`` in this process (no interpreter and tinygrad
+    import per case): its exit status and what it wrote; an exception other than the command's errors escapes."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main(["train", *map(str, args)])
+        except SystemExit as e:     # argparse's usage errors exit from inside parse_args
+            status = e.code
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(proc, status, *words):
