@@ -120,13 +120,10 @@ def select_device(spec: str | None) -> str:
     """Make ``spec`` the default tinygrad target for this process and return its name.
 
     None keeps a ``DEV`` set in the environment, and otherwise picks ``default_device()``.
-    Also keeps kernel schedules and lowered kernels on disk (tinyref.runtime.schedulecache, programcache), so
-    later runs start faster, and on a CPU device replays jitted steps from C on every core (tinyref.runtime.cpugraph)
-    and register-tiles its matmuls (tinyref.runtime.kernelopts).
+    Also keeps compiled work on disk (``keep_on_disk``), and on a CPU device replays jitted steps from C on every
+    core (tinyref.runtime.cpugraph) and register-tiles its matmuls (tinyref.runtime.kernelopts).
     """
-    programcache.enable()
-    programcache.keep_compile_workers()
-    schedulecache.enable()
+    keep_on_disk()
     kernelopts.install()
     if spec is None and DEV.device:
         name = current_device()
@@ -138,6 +135,14 @@ def select_device(spec: str | None) -> str:
         DEV.value = name
     cpugraph.install(name)
     return name
+
+
+def keep_on_disk() -> None:
+    """Keep kernel schedules and lowered kernels on disk (tinyref.runtime.schedulecache, programcache), so later
+    runs at the same shapes start faster."""
+    programcache.enable()
+    programcache.keep_compile_workers()
+    schedulecache.enable()
 
 
 @contextlib.contextmanager
