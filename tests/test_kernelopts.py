@@ -90,3 +90,13 @@ def test_vector_registers_read_the_cpu_flags(tmp_path):
         (info := tmp_path / f"cpuinfo{i}").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert kernelopts.vector_registers.__wrapped__(str(info)) == registers, flags
     assert kernelopts.vector_registers.__wrapped__(str(tmp_path / "missing")) == 0
+
+
+def test_a_small_kernel_gets_no_opts_and_agrees(monkeypatch):
+    """16 x 16 outputs over 16 inputs: 4096 points, far below SMALL_KERNEL, so compiled as written."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((16, 16)).astype(np.float32), rng.standard_normal((16, 16)).astype(np.float32)
+    out, opts = compiled_opts(monkeypatch, lambda: Tensor(a) @ Tensor(b) * 3.0)
+    assert opts == [], opts
+    assert (m := compare("small product", out, 3.0 * (a.astype(np.float64) @ b), FLOAT32)) is None, m
+    assert kernelopts.SMALL_KERNEL > 16 * 16 * 16 and M * N * K >= kernelopts.SMALL_KERNEL   # the other tests' shapes get opts

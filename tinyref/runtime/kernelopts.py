@@ -9,7 +9,7 @@ pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous alo
 output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
 in the CPU's vector registers, and split the rest over the CPU threads. Every other kernel, device
 and dtype, every CPU other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's
-own choice.
+own choice, and a small CPU kernel gets none (SMALL_KERNEL).
 """
 from __future__ import annotations
 
@@ -24,7 +24,13 @@ from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
 VECTOR = 4    # tinygrad's CPU kernels load and compute float32 in 4-wide vectors: one register each
-RULE = "tiles-1"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-2"     # names this rule in the program cache's keys: a changed rule recompiles
+# A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
+# microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
+# to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
+# its cold first step took 6.0 instead of 7.3 s, at 1.58 instead of 1.62 ms a step (2^17: 5.2 s but
+# 1.76 ms; 2^18: 4.4 s but 2.46 ms; no opts at all, NOOPT=1: 2.6 s but 6.9 ms).
+SMALL_KERNEL = 1 << 16
 TINYGRAD_CHOICE = heuristic.hand_coded_optimizations
 TINYGRAD_WORKER_START = worker._init_worker
 
@@ -108,7 +114,10 @@ def tiled_matmul(k):
 
 
 def hand_coded_optimizations(k):
-    """tinygrad's heuristic, except for streaming float32 matmuls on x86-64 CPUs: the register tile."""
+    """tinygrad's heuristic, except on CPUs: no opts for a small kernel, and the register tile for a
+    streaming float32 matmul on x86-64."""
+    if k.ren.target.device == "CPU" and prod(k.full_shape) < SMALL_KERNEL:
+        return k
     if vector_registers() and k.ren.has_threads and k.ren.target.device == "CPU":
         try:
             if (tiled := tiled_matmul(k)) is not None:
