@@ -21,7 +21,7 @@ SOURCES = {
     "bench.json": "tinyref bench --config all --compare --json",
     "bench-profile.json": "tinyref bench --config all --profile --json",
     "check.json": "tinyref check --device all --dtype float32 bfloat16 float16 --model gpt2 nanogpt --json",
-    "oracle-gpt2.json": "tinyref bench --oracle-gpt2 --json",
+    "oracle-gpt2.json": "tinyref bench --oracle-gpt2 --runs 3 --json",
 }
 REQUIRED = ("bench.json", "check.json")
 
