@@ -7,9 +7,7 @@ import json
 import sys
 
 from ..train.data import iter_text
-from ..train.options import check_positive
 from ..generation.evaluation import evaluate, sample_quality
-from ..generation.sampling import check_count, check_sampling
 from ..generation.text_metrics import bits_per_character
 from .flags import POSITIVE, SEED, number
 from .generate import add_checkpoint_arguments, open_checkpoint
@@ -30,11 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag in ("samples", "sample_tokens"):
-        if getattr(args, flag) is not None:
-            check_positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
-    check_sampling(args.temperature)
-    check_count("--seed", args.seed)
     text = "".join(iter_text(args.data))          # the same checks and messages as tinyref train --data
     ckpt = open_checkpoint(args, log=(lambda m: print(m, file=sys.stderr)) if args.json else print)
     ids = ckpt.tokenizer.encode(text)
