@@ -10,7 +10,6 @@ from ..bench.harness import CONFIGS, TORCH_MISSING, bench_config, generation_res
 from ..runtime.devices import describe_device, select_device
 from ..errors import UsageError
 from ..runtime.memory import check_training_memory, parameter_count
-from ..train.options import check_positive
 from .flags import COUNT, POSITIVE, integer
 
 COLUMNS = ("config", "impl", "warm-up s", "ms/step", "tokens/s", "peak MB", "vs torch-eager")
@@ -65,7 +64,6 @@ def table_line(r, eager_tokens_per_s) -> str:
 
 def run_oracle_gpt2(args: argparse.Namespace) -> int:
     from ..bench.oracle_gpt2 import GPT2_SMALL, REFERENCE, bench_oracle_gpt2
-    check_positive("--runs", args.runs)
     if not 1 <= args.seq_len <= GPT2_SMALL.context_length:
         raise UsageError(f"--seq-len must be in [1, {GPT2_SMALL.context_length}], got {args.seq_len}")
     machine = machine_info(select_device(args.device))                 # the load average before the runs
