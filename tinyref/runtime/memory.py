@@ -7,6 +7,8 @@ import errno
 import math
 import os
 
+import oracle
+
 
 def status_kib(field: str) -> int | None:
     """A ``kB`` field of /proc/self/status: VmRSS (resident now) or VmHWM (peak resident)."""
@@ -51,9 +53,8 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 # --8<-- [start:estimate]
 def parameter_count(config) -> int:
-    """P, from the shapes of DESIGN.md's state dict (with biases)."""
-    V, T, C, F, L = config.vocab_size, config.context_length, config.d_model, config.d_ff, config.n_layers
-    return (V + T) * C + L * (4 * C * C + 2 * C * F + 9 * C + F) + 2 * C + (0 if config.tie_embeddings else V * C)
+    """P: the scalars of every state-dict key (oracle.param_shapes, so bias=False counts no biases)."""
+    return sum(math.prod(shape) for shape in oracle.param_shapes(config).values())
 
 
 def training_memory(config, batch_size: int, dtype: str = "float32") -> dict[str, int]:
