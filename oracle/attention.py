@@ -8,16 +8,20 @@ from .params import sub_params, with_prefix
 
 
 # --8<-- [start:softmax]
-def softmax_forward(x, p=None):
-    shifted = x - x.max(-1, keepdims=True)       # F1: subtracting the row max changes nothing but avoids overflow
-    e = np.exp(shifted)                          # F2: exp(-inf) is exactly 0
-    y = e / e.sum(-1, keepdims=True)             # F3
+def softmax_forward(x, p=None, out=None):
+    """Softmax over the last axis; ``out=x`` writes it over ``x`` (a caller done with ``x`` saves an array)."""
+    y = np.subtract(x, x.max(-1, keepdims=True), out=out)   # F1: subtracting the row max changes nothing but avoids overflow
+    np.exp(y, out=y)                                          # F2: exp(-inf) is exactly 0
+    y /= y.sum(-1, keepdims=True)                             # F3
     return y, y
 
 
-def softmax_backward(dout, cache):
+def softmax_backward(dout, cache, out=None):
+    """``out=dout`` writes the gradient over ``dout``, as ``softmax_forward``'s ``out`` does."""
     y = cache
-    dx = y * (dout - (dout * y).sum(-1, keepdims=True))   # from F1-F3: Jacobian diag(y) - y y^T applied to dout
+    row_dot = np.einsum("...i,...i->...", dout, y)[..., None]   # sum_i dout_i y_i of each row, (..., 1)
+    dx = np.subtract(dout, row_dot, out=out)                     # from F1-F3: the Jacobian diag(y) - y y^T applied to dout
+    dx *= y                                                      # ... is y * (dout - row_dot)
     return dx, {}
 # --8<-- [end:softmax]
 
@@ -32,8 +36,8 @@ def attention_forward(x, p, n_heads):
     scale = 1.0 / math.sqrt(hd)                                         # a Python float: keeps x's dtype
     scores = (q * scale) @ k.transpose(0, 1, 3, 2)                       # F4: (B, H, T, T); scaling q is cheaper than scaling scores
     future = np.triu(np.ones((T, T), dtype=bool), k=1)                   # position t must not see s > t
-    masked = np.where(future, -np.inf, scores)                           # F5
-    att, sm = softmax_forward(masked)                                    # F6: rows sum to 1, zeros above the diagonal
+    np.copyto(scores, -np.inf, where=future)                             # F5: in place (scores is not needed again)
+    att, sm = softmax_forward(scores, out=scores)                        # F6: rows sum to 1, zeros above the diagonal (over scores)
     y = att @ v                                                          # F7: (B, H, T, hd)
     merged = y.transpose(0, 2, 1, 3).reshape(B, T, C)                    # F8: heads side by side
     out, c_proj = linear_forward(merged, sub_params(p, "c_proj."))      # F9
@@ -49,7 +53,7 @@ def attention_backward(dout, cache):
     dy = dmerged.reshape(B, T, H, hd).transpose(0, 2, 1, 3)              # from F8
     datt = dy @ v.transpose(0, 1, 3, 2)                                  # from F7, w.r.t. att
     dv = att.transpose(0, 1, 3, 2) @ dy                                  # from F7, w.r.t. v
-    dmasked, _ = softmax_backward(datt, cache["sm"])                     # from F6
+    dmasked, _ = softmax_backward(datt, cache["sm"], out=datt)           # from F6 (over datt, not needed again)
     dscores = dmasked                                                    # from F5: masked scores get no gradient; dmasked is 0 there already (att = 0)
     dq = (dscores @ k) * scale                                           # from F4, w.r.t. q
     dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale                     # from F4, w.r.t. k

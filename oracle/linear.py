@@ -6,7 +6,7 @@ def linear_forward(x, p):
     w, b = p["weight"], p.get("bias")     # (out, in), (out,) or None
     out = x @ w.T                         # F1: (..., in) @ (in, out) -> (..., out)
     if b is not None:
-        out = out + b                     # F2
+        out += b                          # F2 (in place: out is this function's own array)
     return out, (x, w, b is not None)
 
 

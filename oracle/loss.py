@@ -7,11 +7,12 @@ def cross_entropy_forward(logits, targets):
     B, T, V = logits.shape
     z = logits.reshape(B * T, V)
     z = z - z.max(-1, keepdims=True)                         # F1: stable: the row max does not change softmax
-    e = np.exp(z)                                            # F2
-    total = e.sum(-1, keepdims=True)                         # F3: (B*T, 1)
-    probs = e / total                                        # F4: softmax, (B*T, V)
     t = np.asarray(targets).reshape(B * T)
-    loss = (np.log(total[:, 0]) - z[np.arange(B * T), t]).mean()   # F5: mean of -log p(target) = log(total) - z[target]
+    z_target = z[np.arange(B * T), t]                        # (B*T,): the targets' shifted logits, for F5
+    probs = np.exp(z, out=z)                                 # F2: in place (z is this function's own array, not needed again)
+    total = probs.sum(-1, keepdims=True)                     # F3: (B*T, 1)
+    probs /= total                                           # F4: softmax, (B*T, V)
+    loss = (np.log(total[:, 0]) - z_target).mean()           # F5: mean of -log p(target) = log(total) - z[target]
     return float(loss), (probs, t, logits.shape)
 
 

@@ -39,6 +39,7 @@ def gpt_backward(dlogits, cache):
         grads.update(with_prefix(f"h.{i}.", dblock))
     _, demb = embedding_backward(dx, cache["emb"])                     # from F1
     grads.update(demb)
-    grads[head_key] = grads.get(head_key, 0) + dhead                   # tied: wte gets both its uses
+    dhead += grads.get(head_key, 0)                                    # tied: wte gets both its uses
+    grads[head_key] = dhead
     return {k: grads[k] for k in cache["keys"]}
 # --8<-- [end:model]

@@ -24,6 +24,34 @@ def test_oracle_softmax_backward_matches_finite_differences(rows, n, seed):
     assert_no_mismatch(oracle_component_fd(oracle.softmax_forward, oracle.softmax_backward, x, {}, dout))
 
 
+def test_oracle_in_place_softmax_matches_and_attention_backward_keeps_its_cache():
+    """Attention writes its softmax over the scores and its gradient over dA; neither may touch
+    what a caller still holds: the inputs, or the cache a second backward reads."""
+    rng = np.random.default_rng(0)
+    x, dout = rng.standard_normal((2, 3, 5)) * 3, rng.standard_normal((2, 3, 5))
+    x_before, dout_before = x.copy(), dout.copy()
+    y, cache = oracle.softmax_forward(x)
+    dx, _ = oracle.softmax_backward(dout, cache)
+    assert np.array_equal(x, x_before) and np.array_equal(dout, dout_before), "softmax changed its input without out="
+    y_over_x, _ = oracle.softmax_forward(x, out=x)
+    dx_over_dout, _ = oracle.softmax_backward(dout, cache, out=dout)
+    assert y_over_x is x and dx_over_dout is dout
+    np.testing.assert_array_equal(y_over_x, y)
+    np.testing.assert_array_equal(dx_over_dout, dx)
+
+    B, T, H, hd = 2, 4, 2, 3
+    C = H * hd
+    a, da = rng.standard_normal((B, T, C)), rng.standard_normal((B, T, C))
+    a_before, da_before = a.copy(), da.copy()
+    _, acache = oracle.attention_forward(a, attention_params(rng, C), H)
+    first, first_grads = oracle.attention_backward(da, acache)
+    second, second_grads = oracle.attention_backward(da, acache)
+    assert np.array_equal(a, a_before) and np.array_equal(da, da_before), "attention changed its input"
+    np.testing.assert_array_equal(second, first)
+    for key in first_grads:
+        np.testing.assert_array_equal(second_grads[key], first_grads[key], err_msg=key)
+
+
 # --8<-- [start:test_fd]
 @given(B=st.integers(1, 2), T=st.integers(1, 4), H=st.integers(1, 3), hd=st.integers(1, 3), seed=seeds)
 def test_oracle_attention_backward_matches_finite_differences(B, T, H, hd, seed):
