@@ -1,6 +1,7 @@
 """tinyref.runtime.kernelopts: the register tile goes to the matmuls whose operand streams rows (the
-backward's two products of a linear layer), tinygrad's own choice to every other kernel, and the
-numbers do not change: each product agrees with NumPy's float64 one.
+backward's two products of a linear layer), a block of dot products to a forward product whose reduce
+fits the rule, tinygrad's own choice to every other kernel, and the numbers do not change: each
+product agrees with NumPy's float64 one.
 
 Kernels are compiled in this process (PARALLEL=0), at shapes no other test uses, so the choice of
 opts is made here and can be recorded. Negative controls: a tile tinygrad refuses must fall back to
@@ -59,6 +60,22 @@ def test_streaming_products_get_the_tile_and_agree(monkeypatch, name):
     out, opts = compiled_opts(monkeypatch, product)
     assert tiled(opts) == (name != "forward y = x @ w.T"), f"{name}: opts {opts}"
     assert (m := compare(name, out, expected, FLOAT32)) is None, m
+
+
+def dot_block(opts) -> bool:
+    return (sorted(o.arg for o in opts if o.op is OptOps.UPCAST) == [4, 4, 4]
+            and [o.arg for o in opts if o.op is OptOps.UNROLL] == [4])
+
+
+@pytest.mark.parametrize("K, blocked", [(128, True), (32, False)])
+def test_a_forward_product_with_a_mid_length_reduce_gets_the_dot_block_and_agrees(monkeypatch, K, blocked):
+    """x @ w.T reads both operands along the reduce: with 64 <= K <= 256 it gets a 4 x 16 block of dot
+    products; with K = 32 (an attention head's width) tinygrad's own choice."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((64, K)).astype(np.float32), rng.standard_normal((48, K)).astype(np.float32)
+    out, opts = compiled_opts(monkeypatch, lambda: Tensor(x) @ Tensor(w).T)
+    assert dot_block(opts) == blocked, f"K={K}: opts {opts}"
+    assert (m := compare(f"x @ w.T, K={K}", out, x.astype(np.float64) @ w.T.astype(np.float64), FLOAT32)) is None, m
 
 
 def test_a_refused_tile_falls_back_to_tinygrads_choice(monkeypatch):

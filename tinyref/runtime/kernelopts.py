@@ -7,9 +7,11 @@ which runs at a fraction of what the vector unit can do. This module replaces th
 pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous along an output axis
 ``n`` (its rows stream) and the other, ``A``, does not move along ``n``, upcast ``n`` and a second
 output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
-in the CPU's vector registers, and split the rest over the CPU threads. Every other kernel, device
-and dtype, every CPU other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's
-own choice, and a small CPU kernel gets none (SMALL_KERNEL).
+in the CPU's vector registers, and split the rest over the CPU threads. A matmul whose operands are
+both contiguous along the sum (a linear layer's forward ``x @ w.T``) gets, while the sum is of middling
+length, the block of dot products BEAM finds for it. Every other kernel, device and dtype, every CPU
+other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
+CPU kernel gets none (SMALL_KERNEL).
 """
 from __future__ import annotations
 
@@ -24,13 +26,17 @@ from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
 VECTOR = 4    # tinygrad's CPU kernels load and compute float32 in 4-wide vectors: one register each
-RULE = "tiles-2"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-3"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
 # its cold first step took 6.0 instead of 7.3 s, at 1.58 instead of 1.62 ms a step (2^17: 5.2 s but
 # 1.76 ms; 2^18: 4.4 s but 2.46 ms; no opts at all, NOOPT=1: 2.6 s but 6.9 ms).
 SMALL_KERNEL = 1 << 16
+# The dot-product block reads 16 rows of B and 4 of A, K floats each, at every output block: with K up to 256
+# they stay in a 32 KB L1 data cache (the smallest on AVX2 CPUs); below 64 the block's 64 final horizontal sums
+# cost more than the reduce they end.
+DOT_REDUCE = (64, 256)
 TINYGRAD_CHOICE = heuristic.hand_coded_optimizations
 TINYGRAD_WORKER_START = worker._init_worker
 
@@ -70,23 +76,30 @@ def stride(idx: UOp, rng: UOp) -> int | None:
 
 
 # --8<-- [start:rule]
-def tile_axes(k) -> tuple[int, int, int, int] | None:
-    """(n, tile along n, m, tile along m) for a float32 matmul kernel ``k`` (tinygrad's Scheduler) whose
-    operand B streams rows along output axis n, else None."""
+def matmul_strides(k) -> dict[int, list[int]] | None:
+    """For a float32 matmul kernel ``k`` (tinygrad's Scheduler): one sum over one reduce axis of the product
+    of two loads, with nothing fused into them (a bias added after the sum is fine), how far operand A,
+    operand B and the output move along each axis: {axis: [A, B, out]}. None for any other kernel."""
     red = k.reduceop
     if red is None or len(k.reduceops) != 1 or red.arg[0] is not Ops.ADD or len(k.axes_of(AxisType.REDUCE)) != 1:
         return None
-    mul = red.src[0]   # the product of two loads, nothing fused into them
+    mul = red.src[0]
     if mul.op is not Ops.MUL or mul.dtype != dtypes.float or any(s.op is not Ops.INDEX for s in mul.src):
         return None
-    out = [b for b in k.bufs if b not in mul.src]
+    out = [u.src[0] for u in k.ast.toposort() if u.op is Ops.STORE]
     if len(out) != 1:
         return None
-    idx = [b.src[1].get_idx() for b in (*mul.src, out[0])]   # operand 0, operand 1, the output
-    axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
-    strides = {a: [stride(i, k.rngs[a]) for i in idx] for a in axes}
-    if any(s is None for v in strides.values() for s in v):
+    idx = [b.src[1].get_idx() for b in (*mul.src, out[0])]
+    strides = {a: [stride(i, k.rngs[a]) for i in idx] for a in k.axes_of(AxisType.WEAK, AxisType.GLOBAL, AxisType.REDUCE)}
+    return None if any(s is None for v in strides.values() for s in v) else strides
+
+
+def tile_axes(k) -> tuple[int, int, int, int] | None:
+    """(n, tile along n, m, tile along m) for a float32 matmul kernel ``k`` whose operand B streams rows
+    along output axis n, else None."""
+    if (strides := matmul_strides(k)) is None:
         return None
+    axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
     for b in (0, 1):   # n: contiguous in B and in the output, absent from A; m: moves A, not B
         for n in (a for a in axes if strides[a][b] == 1 and strides[a][1 - b] == 0 and strides[a][2] == 1):
             for m in (a for a in axes if a != n and strides[a][b] == 0 and strides[a][1 - b] != 0):
@@ -94,6 +107,49 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
                     if k.full_shape[n] % tn == 0 and k.full_shape[m] % tm == 0:
                         return n, tn, m, tm
     return None
+
+
+def dot_axes(k) -> tuple[int, int] | None:
+    """(m, n) for a float32 matmul kernel ``k`` whose operands are both contiguous along the reduce axis (a
+    dot product per output, as in a linear layer's forward ``x @ w.T``), when 4 rows of A and 16 of B divide
+    the axes m and n they move along (n: contiguous in the output) and 4 divides the reduce; else None."""
+    if (strides := matmul_strides(k)) is None:
+        return None
+    (r,) = k.axes_of(AxisType.REDUCE)
+    if strides[r] != [1, 1, 0] or k.full_shape[r] % 4 or not DOT_REDUCE[0] <= k.full_shape[r] <= DOT_REDUCE[1]:
+        return None
+    axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
+    for b in (0, 1):
+        for n in (a for a in axes if strides[a][b] != 0 and strides[a][1 - b] == 0 and strides[a][2] == 1):
+            for m in (a for a in axes if strides[a][b] == 0 and strides[a][1 - b] != 0 and strides[a][2] != 0):
+                if k.full_shape[n] % 16 == 0 and k.full_shape[m] % 4 == 0:
+                    return m, n
+    return None
+
+
+def split_over_threads(k) -> None:
+    """Split ``k``'s first output axis that divides evenly over the CPU's threads, as tinygrad would."""
+    for threads in range(k.ren.global_max[0] if k.ren.global_max else 1, 1, -1):
+        axis = next((a for a in k.axes_of(AxisType.WEAK) if k.full_shape[a] % threads == 0), None)
+        if axis is not None and prod(k.full_shape) // (128 << 10) >= threads:   # tinygrad's ~128K operations a thread
+            k.apply_opt(Opt(OptOps.THREAD, axis, threads))
+            return
+
+
+def dot_tiled_matmul(k):
+    """A copy of ``k`` computing a 4 x 16 block of dot products at once with the reduce unrolled by 4 (the
+    opts BEAM finds for these kernels), split over threads; or None (not a dot-product matmul)."""
+    if (found := dot_axes(k)) is None:
+        return None
+    m, n = found
+    k = k.copy()
+    n_loop = k.rngs[n]
+    k.apply_opt(Opt(OptOps.UPCAST, m, 4))
+    for _ in range(2):   # 16 as BEAM has it: two upcasts of 4
+        k.apply_opt(Opt(OptOps.UPCAST, k.rngs.index(n_loop) if n_loop in k.rngs else n, 4))
+    split_over_threads(k)
+    k.apply_opt(Opt(OptOps.UNROLL, 0, 4))
+    return k
 
 
 def tiled_matmul(k):
@@ -105,22 +161,18 @@ def tiled_matmul(k):
     m_loop = k.rngs[m]
     k.apply_opt(Opt(OptOps.UPCAST, n, tn))
     k.apply_opt(Opt(OptOps.UPCAST, k.rngs.index(m_loop) if m_loop in k.rngs else m, tm))
-    for threads in range(k.ren.global_max[0] if k.ren.global_max else 1, 1, -1):
-        axis = next((a for a in k.axes_of(AxisType.WEAK) if k.full_shape[a] % threads == 0), None)
-        if axis is not None and prod(k.full_shape) // (128 << 10) >= threads:   # tinygrad's ~128K operations a thread
-            k.apply_opt(Opt(OptOps.THREAD, axis, threads))
-            break
+    split_over_threads(k)
     return k
 
 
 def hand_coded_optimizations(k):
-    """tinygrad's heuristic, except on CPUs: no opts for a small kernel, and the register tile for a
-    streaming float32 matmul on x86-64."""
+    """tinygrad's heuristic, except on CPUs: no opts for a small kernel, and on x86-64 the register tile
+    for a streaming float32 matmul or the dot-product block for a forward one."""
     if k.ren.target.device == "CPU" and prod(k.full_shape) < SMALL_KERNEL:
         return k
     if vector_registers() and k.ren.has_threads and k.ren.target.device == "CPU":
         try:
-            if (tiled := tiled_matmul(k)) is not None:
+            if (tiled := tiled_matmul(k) or dot_tiled_matmul(k)) is not None:
                 return tiled
         except KernelOptError:   # an opt tinygrad refuses for this kernel: its own choice instead
             pass
