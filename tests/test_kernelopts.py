@@ -78,6 +78,18 @@ def test_a_forward_product_with_a_mid_length_reduce_gets_the_dot_block_and_agree
     assert (m := compare(f"x @ w.T, K={K}", out, x.astype(np.float64) @ w.T.astype(np.float64), FLOAT32)) is None, m
 
 
+def test_a_bias_gradient_sums_a_vector_of_columns_and_agrees(monkeypatch):
+    """dy.sum(0) over 1024 positions of 96 outputs reads down the columns: it gets one upcast of 16 (whole
+    cache lines a row) and no unroll; a sum along rows (the other axis) keeps tinygrad's choice."""
+    dy = np.random.default_rng(5).standard_normal((1024, 96)).astype(np.float32)
+    out, opts = compiled_opts(monkeypatch, lambda: Tensor(dy).sum(0))
+    assert [(o.op, o.arg) for o in opts if o.op in (OptOps.UPCAST, OptOps.UNROLL)] == [(OptOps.UPCAST, 16)], opts
+    assert (m := compare("column sum", out, dy.astype(np.float64).sum(0), FLOAT32)) is None, m
+    out, opts = compiled_opts(monkeypatch, lambda: Tensor(dy).sum(1) * 2.0)
+    assert (OptOps.UPCAST, 16) not in [(o.op, o.arg) for o in opts], opts
+    assert (m := compare("row sum", out, 2.0 * dy.astype(np.float64).sum(1), FLOAT32)) is None, m
+
+
 def test_a_refused_tile_falls_back_to_tinygrads_choice(monkeypatch):
     """Planted bug: a tile that does not divide the axis. tinygrad refuses it; the product still comes out."""
     monkeypatch.setattr(kernelopts, "tile_axes", lambda k: (1, 7, 0, 5))

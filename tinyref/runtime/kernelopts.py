@@ -9,7 +9,8 @@ pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous alo
 output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
 in the CPU's vector registers, and split the rest over the CPU threads. A matmul whose operands are
 both contiguous along the sum (a linear layer's forward ``x @ w.T``) gets, while the sum is of middling
-length, the block of dot products BEAM finds for it. Every other kernel, device and dtype, every CPU
+length, the block of dot products BEAM finds for it; a sum down columns (a bias gradient) reads a
+vector of columns at a time. Every other kernel, device and dtype, every CPU
 other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
 CPU kernel gets none (SMALL_KERNEL).
 """
@@ -26,7 +27,7 @@ from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
 VECTOR = 4    # tinygrad's CPU kernels load and compute float32 in 4-wide vectors: one register each
-RULE = "tiles-3"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-4"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -127,6 +128,29 @@ def dot_axes(k) -> tuple[int, int] | None:
     return None
 
 
+def column_axis(k) -> tuple[int, int] | None:
+    """(n, width) for a float32 kernel ``k`` that sums down columns: one sum over one reduce axis along which
+    no buffer is contiguous, and an output axis n contiguous in the output and in every buffer that moves
+    along it (a bias gradient, a sum over positions), ``width`` (16, 8 or 4) dividing it; else None."""
+    red = k.reduceop
+    if red is None or len(k.reduceops) != 1 or red.arg[0] is not Ops.ADD or len(k.axes_of(AxisType.REDUCE)) != 1:
+        return None
+    if red.dtype != dtypes.float:
+        return None
+    idx = [b.src[1].get_idx() for b in k.bufs]
+    (r,) = k.axes_of(AxisType.REDUCE)
+    axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
+    strides = {a: [stride(i, k.rngs[a]) for i in idx] for a in (*axes, r)}
+    if any(s is None for v in strides.values() for s in v) or 1 in strides[r]:
+        return None
+    for n in axes:
+        if all(s in (0, 1) for s in strides[n]) and strides[n].count(1) >= 2:   # the output and an input
+            width = next((w for w in (4 * VECTOR, 2 * VECTOR, VECTOR) if k.full_shape[n] % w == 0), None)
+            if width is not None:
+                return n, width
+    return None
+
+
 def split_over_threads(k) -> None:
     """Split ``k``'s first output axis that divides evenly over the CPU's threads, as tinygrad would."""
     for threads in range(k.ren.global_max[0] if k.ren.global_max else 1, 1, -1):
@@ -165,14 +189,26 @@ def tiled_matmul(k):
     return k
 
 
+def vector_column_sum(k):
+    """A copy of ``k`` summing ``column_axis``'s columns a vector of them at a time, so that each row's load
+    fills whole cache lines instead of one or two floats of each, split over threads; or None."""
+    if (found := column_axis(k)) is None:
+        return None
+    n, width = found
+    k = k.copy()
+    k.apply_opt(Opt(OptOps.UPCAST, n, width))
+    split_over_threads(k)
+    return k
+
+
 def hand_coded_optimizations(k):
     """tinygrad's heuristic, except on CPUs: no opts for a small kernel, and on x86-64 the register tile
-    for a streaming float32 matmul or the dot-product block for a forward one."""
+    for a streaming float32 matmul, the dot-product block for a forward one, vectors for a column sum."""
     if k.ren.target.device == "CPU" and prod(k.full_shape) < SMALL_KERNEL:
         return k
     if vector_registers() and k.ren.has_threads and k.ren.target.device == "CPU":
         try:
-            if (tiled := tiled_matmul(k) or dot_tiled_matmul(k)) is not None:
+            if (tiled := tiled_matmul(k) or dot_tiled_matmul(k) or vector_column_sum(k)) is not None:
                 return tiled
         except KernelOptError:   # an opt tinygrad refuses for this kernel: its own choice instead
             pass
