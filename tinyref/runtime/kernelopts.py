@@ -77,22 +77,33 @@ def stride(idx: UOp, rng: UOp) -> int | None:
 
 
 # --8<-- [start:rule]
-def matmul_strides(k) -> dict[int, list[int]] | None:
-    """For a float32 matmul kernel ``k`` (tinygrad's Scheduler): one sum over one reduce axis of the product
-    of two loads, with nothing fused into them (a bias added after the sum is fine), how far operand A,
-    operand B and the output move along each axis: {axis: [A, B, out]}. None for any other kernel."""
+def single_sum(k) -> UOp | None:
+    """The reduce of kernel ``k`` (tinygrad's Scheduler) when it is one float32 sum over one reduce axis, else None."""
     red = k.reduceop
     if red is None or len(k.reduceops) != 1 or red.arg[0] is not Ops.ADD or len(k.axes_of(AxisType.REDUCE)) != 1:
         return None
-    mul = red.src[0]
-    if mul.op is not Ops.MUL or mul.dtype != dtypes.float or any(s.op is not Ops.INDEX for s in mul.src):
-        return None
-    out = [u.src[0] for u in k.ast.toposort() if u.op is Ops.STORE]
-    if len(out) != 1:
-        return None
-    idx = [b.src[1].get_idx() for b in (*mul.src, out[0])]
+    return red if red.dtype == dtypes.float else None
+
+
+def axis_strides(k, buffers) -> dict[int, list[int]] | None:
+    """How far each of ``buffers`` (INDEX uops of ``k``) moves along each output and reduce axis of ``k``:
+    {axis: [one stride per buffer]}; None when one does not move by a fixed step."""
+    idx = [b.src[1].get_idx() for b in buffers]
     strides = {a: [stride(i, k.rngs[a]) for i in idx] for a in k.axes_of(AxisType.WEAK, AxisType.GLOBAL, AxisType.REDUCE)}
     return None if any(s is None for v in strides.values() for s in v) else strides
+
+
+def matmul_strides(k) -> dict[int, list[int]] | None:
+    """For a float32 matmul kernel ``k``: one sum of the product of two loads, with nothing fused into them
+    (a bias added after the sum is fine), how far operand A, operand B and the output move along each
+    axis: {axis: [A, B, out]}. None for any other kernel."""
+    if (red := single_sum(k)) is None:
+        return None
+    mul = red.src[0]
+    if mul.op is not Ops.MUL or any(s.op is not Ops.INDEX for s in mul.src):
+        return None
+    out = [u.src[0] for u in k.ast.toposort() if u.op is Ops.STORE]
+    return axis_strides(k, (*mul.src, out[0])) if len(out) == 1 else None
 
 
 def tile_axes(k) -> tuple[int, int, int, int] | None:
@@ -132,23 +143,22 @@ def column_axis(k) -> tuple[int, int] | None:
     """(n, width) for a float32 kernel ``k`` that sums down columns: one sum over one reduce axis along which
     no buffer is contiguous, and an output axis n contiguous in the output and in every buffer that moves
     along it (a bias gradient, a sum over positions), ``width`` (16, 8 or 4) dividing it; else None."""
-    red = k.reduceop
-    if red is None or len(k.reduceops) != 1 or red.arg[0] is not Ops.ADD or len(k.axes_of(AxisType.REDUCE)) != 1:
+    if single_sum(k) is None or (strides := axis_strides(k, k.bufs)) is None:
         return None
-    if red.dtype != dtypes.float:
-        return None
-    idx = [b.src[1].get_idx() for b in k.bufs]
     (r,) = k.axes_of(AxisType.REDUCE)
-    axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
-    strides = {a: [stride(i, k.rngs[a]) for i in idx] for a in (*axes, r)}
-    if any(s is None for v in strides.values() for s in v) or 1 in strides[r]:
+    if 1 in strides[r]:
         return None
-    for n in axes:
+    for n in k.axes_of(AxisType.WEAK, AxisType.GLOBAL):
         if all(s in (0, 1) for s in strides[n]) and strides[n].count(1) >= 2:   # the output and an input
             width = next((w for w in (4 * VECTOR, 2 * VECTOR, VECTOR) if k.full_shape[n] % w == 0), None)
             if width is not None:
                 return n, width
     return None
+
+
+def axis_now(k, loop: UOp, axis: int) -> int:
+    """Where ``loop`` (one of ``k.rngs`` before an upcast) is among ``k``'s axes now; ``axis`` if it was split away."""
+    return k.rngs.index(loop) if loop in k.rngs else axis
 
 
 def split_over_threads(k) -> None:
@@ -170,7 +180,7 @@ def dot_tiled_matmul(k):
     n_loop = k.rngs[n]
     k.apply_opt(Opt(OptOps.UPCAST, m, 4))
     for _ in range(2):   # 16 as BEAM has it: two upcasts of 4
-        k.apply_opt(Opt(OptOps.UPCAST, k.rngs.index(n_loop) if n_loop in k.rngs else n, 4))
+        k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, n_loop, n), 4))
     split_over_threads(k)
     k.apply_opt(Opt(OptOps.UNROLL, 0, 4))
     return k
@@ -184,7 +194,7 @@ def tiled_matmul(k):
     k = k.copy()
     m_loop = k.rngs[m]
     k.apply_opt(Opt(OptOps.UPCAST, n, tn))
-    k.apply_opt(Opt(OptOps.UPCAST, k.rngs.index(m_loop) if m_loop in k.rngs else m, tm))
+    k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, m_loop, m), tm))
     split_over_threads(k)
     return k
 
