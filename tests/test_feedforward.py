@@ -56,7 +56,7 @@ def test_tinyref_gelu_matches_oracle():
 
 def test_tinyref_gelu_matches_oracle_far_out():
     """Far from 0 the sigmoid saturates (exp overflows in float32 below x = -11): values and gradients
-    stay finite and agree with the oracle, x and 0 on the right, 0 and 0 on the left."""
+    stay finite and agree with the oracle: value x and slope 1 on the right, 0 and 0 on the left."""
     x = np.array([-60.0, -30.0, -12.0, -11.0, -9.0, 7.0, 12.0, 60.0]).reshape(1, 1, 8)
     dout = np.ones_like(x)
     assert_no_mismatch(component_mismatches(Gelu(), oracle.gelu_forward, oracle.gelu_backward, {}, x, dout))
