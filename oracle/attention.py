@@ -1,10 +1,12 @@
-"""Causal multi-head self-attention (and the softmax inside it), forward and backward."""
+"""Causal multi-head self-attention (and the softmax inside it), forward and backward; with grouped-query
+attention (fewer key/value heads than query heads) and rotary positions as options."""
 import math
 
 import numpy as np
 
 from .linear import linear_backward, linear_forward
 from .params import sub_params, with_prefix
+from .rope import rope_backward, rope_forward
 
 
 # --8<-- [start:softmax]
@@ -27,12 +29,21 @@ def softmax_backward(dout, cache, out=None):
 
 
 # --8<-- [start:attention]
-def attention_forward(x, p, n_heads):
+def attention_forward(x, p, n_heads, n_kv_heads=None, rope=None):
+    """``n_kv_heads``: grouped-query attention, each key/value head shared by n_heads // n_kv_heads query
+    heads (None: one each); ``rope``: (theta, style) to rotate q and k by position (None: no rotation)."""
     B, T, C = x.shape
     H, hd = n_heads, C // n_heads
-    qkv, c_attn = linear_forward(x, sub_params(p, "c_attn."))          # F1: (B, T, 3C)
-    q, k, v = np.split(qkv, 3, axis=-1)                                  # F2: 3 x (B, T, C), [q | k | v]
-    q, k, v = [t.reshape(B, T, H, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]   # F3: (B, H, T, hd)
+    KV = n_kv_heads or H
+    qkv, c_attn = linear_forward(x, sub_params(p, "c_attn."))          # F1: (B, T, (H + 2 KV) hd)
+    q, k, v = np.split(qkv, [H * hd, (H + KV) * hd], axis=-1)            # F2: [q | k | v], H hd, KV hd, KV hd wide
+    q, k, v = [t.reshape(B, T, -1, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]   # F3: (B, H, T, hd), k, v (B, KV, T, hd)
+    rq = rk = None
+    if rope is not None:
+        q, rq = rope_forward(q, None, *rope)                             # F3r: q and k turned by their positions
+        k, rk = rope_forward(k, None, *rope)
+    if KV != H:                                                          # F3g: kv head j serves query heads
+        k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)   # j*g..(j+1)*g-1 (HF's repeat_kv)
     scale = 1.0 / math.sqrt(hd)                                         # a Python float: keeps x's dtype
     scores = (q * scale) @ k.transpose(0, 1, 3, 2)                       # F4: (B, H, T, T); scaling q is cheaper than scaling scores
     future = np.triu(np.ones((T, T), dtype=bool), k=1)                   # position t must not see s > t
@@ -41,14 +52,15 @@ def attention_forward(x, p, n_heads):
     y = att @ v                                                          # F7: (B, H, T, hd)
     merged = y.transpose(0, 2, 1, 3).reshape(B, T, C)                    # F8: heads side by side
     out, c_proj = linear_forward(merged, sub_params(p, "c_proj."))      # F9
-    cache = {"q": q, "k": k, "v": v, "att": att, "scale": scale, "sm": sm,
-             "c_attn": c_attn, "c_proj": c_proj, "n_heads": n_heads}
+    cache = {"q": q, "k": k, "v": v, "att": att, "scale": scale, "sm": sm, "rope_q": rq, "rope_k": rk,
+             "c_attn": c_attn, "c_proj": c_proj, "n_heads": n_heads, "n_kv_heads": KV}
     return out, cache
 
 
 def attention_backward(dout, cache):
     q, k, v, att, scale = cache["q"], cache["k"], cache["v"], cache["att"], cache["scale"]
     B, H, T, hd = q.shape
+    KV = cache["n_kv_heads"]
     dmerged, dproj = linear_backward(dout, cache["c_proj"])              # from F9
     dy = dmerged.reshape(B, T, H, hd).transpose(0, 2, 1, 3)              # from F8
     datt = dy @ v.transpose(0, 1, 3, 2)                                  # from F7, w.r.t. att
@@ -57,7 +69,12 @@ def attention_backward(dout, cache):
     dscores = dmasked                                                    # from F5: masked scores get no gradient; dmasked is 0 there already (att = 0)
     dq = (dscores @ k) * scale                                           # from F4, w.r.t. q
     dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale                     # from F4, w.r.t. k
-    dq, dk, dv = [t.transpose(0, 2, 1, 3).reshape(B, T, H * hd) for t in (dq, dk, dv)]   # from F3
+    if KV != H:                                                          # from F3g: each kv head collects the
+        dk, dv = [t.reshape(B, KV, H // KV, T, hd).sum(2) for t in (dk, dv)]   # gradient of its query group
+    if cache["rope_q"] is not None:
+        dq, _ = rope_backward(dq, cache["rope_q"])                       # from F3r
+        dk, _ = rope_backward(dk, cache["rope_k"])
+    dq, dk, dv = [t.transpose(0, 2, 1, 3).reshape(B, T, -1) for t in (dq, dk, dv)]   # from F3
     dqkv = np.concatenate([dq, dk, dv], axis=-1)                         # from F2
     dx, dattn = linear_backward(dqkv, cache["c_attn"])                   # from F1
     return dx, {**with_prefix("c_attn.", dattn), **with_prefix("c_proj.", dproj)}

@@ -1,4 +1,5 @@
-"""GELU (tanh approximation and exact erf) and the position-wise feed-forward network, forward and backward."""
+"""GELU (tanh approximation and exact erf), SiLU, and the position-wise feed-forward network (plain or gated),
+forward and backward."""
 import math
 
 import numpy as np
@@ -45,9 +46,24 @@ def gelu_erf_backward(dout, cache):
 # --8<-- [end:gelu_erf]
 
 
+# --8<-- [start:silu]
+def silu_forward(x, p=None):
+    s = 1.0 / (1.0 + np.exp(-x))                 # F1: sigmoid(x)
+    out = x * s                                  # F2
+    return out, (x, s)
+
+
+def silu_backward(dout, cache):
+    x, s = cache
+    dx = dout * (s + x * s * (1.0 - s))          # from F2, product rule; from F1: sigmoid' = s (1 - s)
+    return dx, {}
+# --8<-- [end:silu]
+
+
 # --8<-- [start:activation]
-# GPTConfig.activation -> the (forward, backward) pair of its GELU
-ACTIVATIONS = {"gelu_tanh": (gelu_forward, gelu_backward), "gelu": (gelu_erf_forward, gelu_erf_backward)}
+# GPTConfig.activation -> the (forward, backward) pair of its function
+ACTIVATIONS = {"gelu_tanh": (gelu_forward, gelu_backward), "gelu": (gelu_erf_forward, gelu_erf_backward),
+               "silu": (silu_forward, silu_backward)}
 
 
 def activation_forward(x, p=None, activation="gelu_tanh"):
@@ -63,7 +79,9 @@ def activation_backward(dout, cache):
 
 
 # --8<-- [start:feedforward]
-def feedforward_forward(x, p, activation="gelu_tanh"):
+def feedforward_forward(x, p, activation="gelu_tanh", gated_mlp=False):
+    if gated_mlp:
+        return gated_feedforward_forward(x, p, activation)
     h, fc = linear_forward(x, sub_params(p, "c_fc."))         # F1: (B, T, F)
     a, act = activation_forward(h, None, activation)          # F2
     out, proj = linear_forward(a, sub_params(p, "c_proj."))   # F3: (B, T, C)
@@ -71,9 +89,33 @@ def feedforward_forward(x, p, activation="gelu_tanh"):
 
 
 def feedforward_backward(dout, cache):
+    if isinstance(cache, dict):                  # the gated MLP's cache
+        return gated_feedforward_backward(dout, cache)
     fc, act, proj = cache
     da, dproj = linear_backward(dout, proj)      # from F3
     dh, _ = activation_backward(da, act)         # from F2
     dx, dfc = linear_backward(dh, fc)            # from F1
     return dx, {**with_prefix("c_fc.", dfc), **with_prefix("c_proj.", dproj)}
 # --8<-- [end:feedforward]
+
+
+# --8<-- [start:gated]
+def gated_feedforward_forward(x, p, activation="silu"):
+    g, gate = linear_forward(x, sub_params(p, "c_gate."))     # F1: (B, T, F), the gate's input
+    u, fc = linear_forward(x, sub_params(p, "c_fc."))         # F2: (B, T, F), the "up" projection
+    a, act = activation_forward(g, None, activation)          # F3: act(gate)
+    h = a * u                                                 # F4: the gate scales each hidden unit
+    out, proj = linear_forward(h, sub_params(p, "c_proj."))   # F5: (B, T, C)
+    return out, {"gate": gate, "fc": fc, "act": act, "a": a, "u": u, "proj": proj}
+
+
+def gated_feedforward_backward(dout, cache):
+    gate, fc, act, a, u, proj = (cache[k] for k in ("gate", "fc", "act", "a", "u", "proj"))
+    dh, dproj = linear_backward(dout, proj)      # from F5
+    da, du = dh * u, dh * a                      # from F4, w.r.t. a and u
+    dg, _ = activation_backward(da, act)         # from F3
+    dx_up, dfc = linear_backward(du, fc)         # from F2
+    dx_gate, dgate = linear_backward(dg, gate)   # from F1
+    dx = dx_up + dx_gate                         # x feeds both F1 and F2
+    return dx, {**with_prefix("c_fc.", dfc), **with_prefix("c_gate.", dgate), **with_prefix("c_proj.", dproj)}
+# --8<-- [end:gated]

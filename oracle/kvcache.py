@@ -12,41 +12,48 @@ import numpy as np
 
 from .attention import softmax_forward
 from .feedforward import feedforward_forward
-from .layernorm import layernorm_forward
+from .layernorm import norm_forward
 from .linear import linear_forward
-from .model import gpt_forward
-from .params import sub_params, variant
+from .model import block_options, gpt_forward
+from .params import family, sub_params
+from .rope import rope_forward
 
 
 def empty_cache(cfg, dtype=np.float64):
-    """One {"k", "v"} pair of (H, 0, hd) arrays of ``dtype`` per layer: no position seen yet."""
-    hd = cfg.d_model // cfg.n_heads
-    return [{"k": np.zeros((cfg.n_heads, 0, hd), dtype), "v": np.zeros((cfg.n_heads, 0, hd), dtype)}
-            for _ in range(cfg.n_layers)]
+    """One {"k", "v"} pair of (n_kv_heads, 0, hd) arrays of ``dtype`` per layer: no position seen yet."""
+    hd, KV = cfg.d_model // cfg.n_heads, family(cfg)["n_kv_heads"]
+    return [{"k": np.zeros((KV, 0, hd), dtype), "v": np.zeros((KV, 0, hd), dtype)} for _ in range(cfg.n_layers)]
 
 
 # --8<-- [start:decode_step]
 def decode_step(token, params, cfg, cache):
     """Token ``token`` at position t = the cache's length -> next-token logits (V,); appends to ``cache``."""
     t, C, H = cache[0]["k"].shape[1], cfg.d_model, cfg.n_heads
-    hd = C // H
-    x = params["wte.weight"][token] + params["wpe.weight"][t]                          # (C,)
+    hd, opts, eps = C // H, block_options(cfg), cfg.layer_norm_eps
+    KV, norm = family(cfg)["n_kv_heads"], family(cfg)["norm"]
+    x = params["wte.weight"][token]                                                    # (C,)
+    if opts["rope"] is None:
+        x = x + params["wpe.weight"][t]                                                # learned positions
     for i, layer in enumerate(cache):
         p = sub_params(params, f"h.{i}.")
-        a, _ = layernorm_forward(x, sub_params(p, "ln_1."), cfg.layer_norm_eps)       # (C,)
-        qkv, _ = linear_forward(a, sub_params(p, "attn.c_attn."))                      # (3C,): [q | k | v]
-        q, k, v = [u.reshape(H, 1, hd) for u in np.split(qkv, 3)]                      # (H, 1, hd) each
-        layer["k"] = np.concatenate([layer["k"], k], axis=1)                           # (H, t+1, hd): positions 0..t
+        a, _ = norm_forward(x, sub_params(p, "ln_1."), eps, norm)                     # (C,)
+        qkv, _ = linear_forward(a, sub_params(p, "attn.c_attn."))                      # ((H + 2 KV) hd,): [q | k | v]
+        q, k, v = [u.reshape(-1, 1, hd) for u in np.split(qkv, [H * hd, (H + KV) * hd])]   # (H, 1, hd), (KV, 1, hd) x 2
+        if opts["rope"] is not None:                                                   # q and k turned by position t
+            q, _ = rope_forward(q, None, *opts["rope"], positions=[t])
+            k, _ = rope_forward(k, None, *opts["rope"], positions=[t])
+        layer["k"] = np.concatenate([layer["k"], k], axis=1)                           # (KV, t+1, hd): positions 0..t
         layer["v"] = np.concatenate([layer["v"], v], axis=1)
-        scores = q @ layer["k"].transpose(0, 2, 1) / math.sqrt(hd)                     # (H, 1, t+1): no future in the cache
+        keys, values = (np.repeat(layer[n], H // KV, axis=0) for n in ("k", "v"))      # (H, t+1, hd): each kv head for its group
+        scores = q @ keys.transpose(0, 2, 1) / math.sqrt(hd)                           # (H, 1, t+1): no future in the cache
         att, _ = softmax_forward(scores)
-        y = (att @ layer["v"]).reshape(C)                                              # (C,): heads side by side
+        y = (att @ values).reshape(C)                                                  # (C,): heads side by side
         out, _ = linear_forward(y, sub_params(p, "attn.c_proj."))
         x = x + out                                                                    # (C,)
-        m, _ = layernorm_forward(x, sub_params(p, "ln_2."), cfg.layer_norm_eps)
-        f, _ = feedforward_forward(m, sub_params(p, "mlp."), variant(cfg)[0])
+        m, _ = norm_forward(x, sub_params(p, "ln_2."), eps, norm)
+        f, _ = feedforward_forward(m, sub_params(p, "mlp."), opts["activation"], opts["gated_mlp"])
         x = x + f                                                                      # (C,)
-    xf, _ = layernorm_forward(x, sub_params(params, "ln_f."), cfg.layer_norm_eps)
+    xf, _ = norm_forward(x, sub_params(params, "ln_f."), eps, norm)
     head = params["wte.weight" if cfg.tie_embeddings else "lm_head.weight"]            # (V, C)
     return xf @ head.T, cache                                                          # (V,)
 # --8<-- [end:decode_step]
@@ -56,8 +63,8 @@ def decode_step(token, params, cfg, cache):
 def incremental_logits(tokens, params, cfg, step=decode_step):
     """(N, V): the logits after each of ``tokens``, decoded one position at a time with the cache.
 
-    With learned absolute positions a window that slides moves every token to a new position, so
-    once ``context_length`` tokens are cached the cache is rebuilt from the last context_length - 1
+    A window that slides moves every token to a new position (a learned wpe row, or a rotation angle),
+    so once ``context_length`` tokens are cached the cache is rebuilt from the last context_length - 1
     tokens before the next one goes in (``step`` is replaceable to test the test).
     """
     T, out, cache = cfg.context_length, [], empty_cache(cfg, params["wte.weight"].dtype)

@@ -1,4 +1,4 @@
-"""LayerNorm over the last axis, forward and backward."""
+"""LayerNorm and RMSNorm over the last axis, forward and backward."""
 import numpy as np
 
 
@@ -27,3 +27,41 @@ def layernorm_backward(dout, cache):
     dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
     return dx, dp
 # --8<-- [end:layernorm]
+
+
+# --8<-- [start:rmsnorm]
+def rmsnorm_forward(x, p, eps=1e-5):
+    w = p["weight"]                              # (C,); RMSNorm has no bias
+    ms = (x * x).mean(-1, keepdims=True)         # F1: (B, T, 1), the mean square (no centring)
+    rstd = 1.0 / np.sqrt(ms + eps)               # F2: (B, T, 1)
+    xhat = x * rstd                              # F3: (B, T, C)
+    out = xhat * w                               # F4: (B, T, C)
+    return out, (xhat, rstd, w)
+
+
+def rmsnorm_backward(dout, cache):
+    xhat, rstd, w = cache
+    axes = tuple(range(dout.ndim - 1))
+    dp = {"weight": (dout * xhat).sum(axes)}     # from F4
+    dxhat = dout * w                             # from F4
+    # F1-F3 together: d(x * rstd)/dx = rstd (I - xhat xhat^T / C), as LayerNorm's without the mean terms
+    dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(-1, keepdims=True))
+    return dx, dp
+# --8<-- [end:rmsnorm]
+
+
+# --8<-- [start:norm]
+# GPTConfig.norm -> the (forward, backward) pair of the normalisation
+NORMS = {"layernorm": (layernorm_forward, layernorm_backward), "rmsnorm": (rmsnorm_forward, rmsnorm_backward)}
+
+
+def norm_forward(x, p, eps=1e-5, norm="layernorm"):
+    forward, backward = NORMS[norm]
+    out, cache = forward(x, p, eps)
+    return out, (backward, cache)                # the cache remembers which backward it needs
+
+
+def norm_backward(dout, cache):
+    backward, cache = cache
+    return backward(dout, cache)
+# --8<-- [end:norm]

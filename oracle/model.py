@@ -3,22 +3,31 @@ import numpy as np
 
 from .block import block_backward, block_forward
 from .embedding import embedding_backward, embedding_forward
-from .layernorm import layernorm_backward, layernorm_forward
-from .params import sub_params, variant, with_prefix
+from .layernorm import norm_backward, norm_forward
+from .params import family, sub_params, variant, with_prefix
 
 
 # --8<-- [start:model]
+def block_options(cfg):
+    """block_forward's keyword arguments for ``cfg``: its activation and Llama-family choices."""
+    fam = family(cfg)
+    rope = (fam["rope_theta"], fam["rope_style"]) if fam["positions"] == "rope" else None
+    return dict(activation=variant(cfg)[0], norm=fam["norm"], gated_mlp=fam["gated_mlp"],
+                n_kv_heads=fam["n_kv_heads"], rope=rope)
+
+
 def gpt_forward(idx, params, cfg):
     """idx (B, T) integers -> logits (B, T, V) and the cache gpt_backward needs. Biases take part
-    where ``params`` has them (``cfg.bias=False``: none); the MLP's GELU is ``cfg.activation``'s."""
+    where ``params`` has them (``cfg.bias=False``: none); the rest of the architecture is ``cfg``'s."""
     idx = np.asarray(idx)
-    activation, _ = variant(cfg)
-    x, emb = embedding_forward(idx, {k: params[k] for k in ("wte.weight", "wpe.weight")})   # F1: (B, T, C)
+    options, fam = block_options(cfg), family(cfg)
+    emb_keys = ("wte.weight", "wpe.weight") if fam["positions"] == "learned" else ("wte.weight",)
+    x, emb = embedding_forward(idx, {k: params[k] for k in emb_keys})                      # F1: (B, T, C)
     blocks = []
     for i in range(cfg.n_layers):
-        x, c = block_forward(x, sub_params(params, f"h.{i}."), cfg.n_heads, cfg.layer_norm_eps, activation)  # F2
+        x, c = block_forward(x, sub_params(params, f"h.{i}."), cfg.n_heads, cfg.layer_norm_eps, **options)  # F2
         blocks.append(c)
-    xf, ln_f = layernorm_forward(x, sub_params(params, "ln_f."), cfg.layer_norm_eps)        # F3: (B, T, C)
+    xf, ln_f = norm_forward(x, sub_params(params, "ln_f."), cfg.layer_norm_eps, fam["norm"])  # F3: (B, T, C)
     head_key = "wte.weight" if cfg.tie_embeddings else "lm_head.weight"
     head = params[head_key]                                                                 # (V, C)
     logits = xf @ head.T                                                                    # F4: (B, T, V)
@@ -32,7 +41,7 @@ def gpt_backward(dlogits, cache):
     V, C = head.shape
     dxf = dlogits @ head                                               # from F4, w.r.t. xf
     dhead = dlogits.reshape(-1, V).T @ xf.reshape(-1, C)               # from F4, w.r.t. the head
-    dx, dln_f = layernorm_backward(dxf, cache["ln_f"])                 # from F3
+    dx, dln_f = norm_backward(dxf, cache["ln_f"])                      # from F3
     grads = with_prefix("ln_f.", dln_f)
     for i in reversed(range(len(cache["blocks"]))):
         dx, dblock = block_backward(dx, cache["blocks"][i])            # from F2

@@ -6,17 +6,35 @@ import numpy as np
 def variant(cfg):
     """(activation, bias) of ``cfg``; a config object without these attributes describes GPT-2."""
     return getattr(cfg, "activation", "gelu_tanh"), getattr(cfg, "bias", True)
+
+
+# The Llama-family fields and the values that keep GPT-2 (tinyref.GPTConfig's defaults)
+LLAMA_FIELDS = {"positions": "learned", "rope_theta": 10000.0, "rope_style": "half", "norm": "layernorm",
+                "gated_mlp": False, "n_kv_heads": None}
+
+
+def family(cfg):
+    """The Llama-family fields of ``cfg`` as a dict, GPT-2's value for each one it lacks; ``n_kv_heads``
+    resolved (None -> n_heads)."""
+    fields = {name: getattr(cfg, name, default) for name, default in LLAMA_FIELDS.items()}
+    fields["n_kv_heads"] = fields["n_kv_heads"] or cfg.n_heads
+    return fields
 # --8<-- [end:variant]
 
 
 def param_shapes(cfg):
     """Every state-dict key of the model described by ``cfg``, with its shape (tinygrad (out, in) layout)."""
-    C, F, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
-    shapes = {"wte.weight": (V, C), "wpe.weight": (cfg.context_length, C)}
+    C, F, V, fam = cfg.d_model, cfg.d_ff, cfg.vocab_size, family(cfg)
+    qkv = (cfg.n_heads + 2 * fam["n_kv_heads"]) * (C // cfg.n_heads)   # [q | k | v]: n_heads + 2 n_kv_heads heads
+    shapes = {"wte.weight": (V, C)}
+    if fam["positions"] == "learned":
+        shapes["wpe.weight"] = (cfg.context_length, C)
     for i in range(cfg.n_layers):
         # each layer's weight shape; its bias, when it has one, is (weight.shape[0],)
-        layers = {"ln_1": (C,), "attn.c_attn": (3 * C, C), "attn.c_proj": (C, C), "ln_2": (C,),
-                  "mlp.c_fc": (F, C), "mlp.c_proj": (C, F)}
+        layers = {"ln_1": (C,), "attn.c_attn": (qkv, C), "attn.c_proj": (C, C), "ln_2": (C,), "mlp.c_fc": (F, C)}
+        if fam["gated_mlp"]:
+            layers["mlp.c_gate"] = (F, C)
+        layers["mlp.c_proj"] = (C, F)
         shapes.update(layer_shapes(f"h.{i}.", layers, cfg))
     shapes.update(layer_shapes("", {"ln_f": (C,)}, cfg))
     if not cfg.tie_embeddings:
@@ -25,11 +43,13 @@ def param_shapes(cfg):
 
 
 def layer_shapes(prefix, layers, cfg):
-    """``<prefix><layer>.weight`` for each layer, and ``.bias`` of its output width unless ``cfg`` has no biases."""
+    """``<prefix><layer>.weight`` for each layer, and ``.bias`` of its output width unless ``cfg`` has no biases
+    (an RMSNorm never has one)."""
     shapes = {}
     for name, weight in layers.items():
         shapes[f"{prefix}{name}.weight"] = weight
-        if variant(cfg)[1]:
+        is_rmsnorm = name.startswith("ln_") and family(cfg)["norm"] == "rmsnorm"
+        if variant(cfg)[1] and not is_rmsnorm:
             shapes[f"{prefix}{name}.bias"] = weight[:1]
     return shapes
 

@@ -22,7 +22,8 @@ from tinyref.train import make_train_step
 # tinygrad compiles a new kernel set for every new shape (15-40 s each on a 2-core CPU), so the
 # tinygrad side of the tests uses only these shapes; values, seeds and configs vary freely on the
 # NumPy side. TIED covers d_ff != 4*d_model and several heads; UNTIED covers one head,
-# tie_embeddings=False and T < context_length; NANOGPT is TIED with the exact GELU and no biases.
+# tie_embeddings=False and T < context_length; NANOGPT is TIED with the exact GELU and no biases;
+# LLAMA is TIED's sizes with every Llama-family field (rotary positions, RMSNorm, SwiGLU, 2 kv heads, untied).
 # --8<-- [start:shapes]
 TIED = PRESETS["small"].config      # GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
 TIED_BT = (2, 8)
@@ -30,6 +31,7 @@ UNTIED = PRESETS["untied"].config   # GPTConfig(vocab_size=7, context_length=8, 
                                      #           tie_embeddings=False)
 UNTIED_BT = (2, 5)
 NANOGPT = PRESETS["nanogpt"].config  # TIED with nanoGPT's bias=False model's activation="gelu", bias=False
+LLAMA = PRESETS["llama"].config      # TIED's sizes as GPTConfig.llama(..., n_kv_heads=2): rope, rmsnorm, SwiGLU, GQA
 # --8<-- [end:shapes]
 
 

@@ -68,8 +68,16 @@ def test_the_variants_default_to_gpt2():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("activation", "relu", "GPTConfig.activation must be one of 'gelu_tanh', 'gelu', got 'relu'"),
-    ("activation", "gelu_new", "GPTConfig.activation must be one of 'gelu_tanh', 'gelu', got 'gelu_new'"),
+    ("activation", "relu", "GPTConfig.activation must be one of 'gelu_tanh', 'gelu', 'silu', got 'relu'"),
+    ("activation", "gelu_new", "GPTConfig.activation must be one of 'gelu_tanh', 'gelu', 'silu', got 'gelu_new'"),
+    ("positions", "sinusoid", "GPTConfig.positions must be one of 'learned', 'rope', got 'sinusoid'"),
+    ("rope_style", "neox", "GPTConfig.rope_style must be one of 'half', 'interleaved', got 'neox'"),
+    ("norm", "batchnorm", "GPTConfig.norm must be one of 'layernorm', 'rmsnorm', got 'batchnorm'"),
+    ("gated_mlp", 1, "GPTConfig.gated_mlp must be True or False, got 1"),
+    ("rope_theta", 0.0, "GPTConfig.rope_theta must be a finite number > 0, got 0.0"),
+    ("rope_theta", math.inf, "GPTConfig.rope_theta must be a finite number > 0, got inf"),
+    ("n_kv_heads", 0, "GPTConfig.n_kv_heads must be a positive integer, got 0"),
+    ("n_kv_heads", 3, "GPTConfig.n_kv_heads=3 must divide n_heads=4: choose n_kv_heads among [1, 2, 4]"),
     ("bias", "no", "GPTConfig.bias must be True or False, got 'no'"),
     ("bias", 0, "GPTConfig.bias must be True or False, got 0"),
 ])
@@ -86,3 +94,34 @@ def test_a_config_saved_without_the_variant_fields_loads_as_gpt2():
     assert (cfg.activation, cfg.bias) == ("gelu_tanh", True)
     variant = GPTConfig(vocab_size=7, d_model=8, n_heads=2, activation="gelu", bias=False)
     assert GPTConfig.from_dict(variant.to_dict()) == variant
+
+
+def test_the_llama_fields_default_to_gpt2_and_n_kv_heads_resolves():
+    cfg = GPTConfig()
+    assert (cfg.positions, cfg.rope_theta, cfg.rope_style, cfg.norm, cfg.gated_mlp) == \
+        ("learned", 10000.0, "half", "layernorm", False)
+    assert cfg.n_kv_heads == cfg.n_heads == 4 and GPTConfig(n_kv_heads=2).n_kv_heads == 2
+    assert type(GPTConfig(rope_theta=500000).rope_theta) is float
+
+
+def test_rope_needs_an_even_head_size_and_says_so():
+    with pytest.raises(ConfigError, match=r"head size d_model / n_heads = 3 must be even"):
+        GPTConfig(d_model=12, n_heads=4, positions="rope")
+    assert GPTConfig(d_model=12, n_heads=3, positions="rope").head_dim == 4
+
+
+def test_the_llama_preset_sets_the_family_and_passes_other_fields_through():
+    cfg = GPTConfig.llama(vocab_size=50, context_length=32, d_model=64, n_heads=8, n_layers=3)
+    assert (cfg.positions, cfg.rope_style, cfg.norm, cfg.activation, cfg.gated_mlp, cfg.bias, cfg.tie_embeddings) == \
+        ("rope", "half", "rmsnorm", "silu", True, False, False)
+    assert (cfg.n_kv_heads, cfg.d_ff, cfg.rope_theta, cfg.layer_norm_eps) == (8, 256, 10000.0, 1e-5)
+    gqa = GPTConfig.llama(50, 32, 64, 8, 3, n_kv_heads=2, d_ff=96, rope_theta=5e5, rope_style="interleaved",
+                          layer_norm_eps=1e-6)
+    assert (gqa.n_kv_heads, gqa.d_ff, gqa.rope_theta, gqa.rope_style, gqa.layer_norm_eps) == (2, 96, 5e5, "interleaved", 1e-6)
+    assert GPTConfig.from_dict(gqa.to_dict()) == gqa
+
+
+def test_a_config_saved_without_the_llama_fields_loads_as_gpt2():
+    new = ("positions", "rope_theta", "rope_style", "norm", "gated_mlp", "n_kv_heads")
+    old = {k: v for k, v in GPTConfig(vocab_size=7, d_model=8, n_heads=2).to_dict().items() if k not in new}
+    assert GPTConfig.from_dict(old) == GPTConfig(vocab_size=7, d_model=8, n_heads=2)

@@ -1,7 +1,12 @@
-"""Causal multi-head self-attention: each position mixes the values of itself and earlier positions."""
+"""Causal multi-head self-attention: each position mixes the values of itself and earlier positions.
+Options: grouped-query attention (fewer key/value heads than query heads) and rotary positions."""
+from __future__ import annotations
+
 import math
 
 from tinygrad import Tensor, nn
+
+from .rope import RotaryPositionalEmbedding
 
 
 # --8<-- [start:causal_mask]
@@ -14,21 +19,40 @@ def causal_mask(T: int, device=None) -> Tensor:
 
 # --8<-- [start:attention]
 class MultiHeadSelfAttention:
-    """softmax(q k^T / sqrt(hd) + mask) v for each of n_heads heads, concatenated and projected."""
+    """softmax(q k^T / sqrt(hd) + mask) v for each of n_heads heads, concatenated and projected.
+    ``n_kv_heads``: grouped-query attention, each key/value head shared by n_heads // n_kv_heads query heads
+    (None: one each); ``rope``: rotates q and k by position (None: positions come from the embeddings)."""
 
-    def __init__(self, d_model: int, n_heads: int, bias: bool = True):
-        self.n_heads = n_heads
-        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=bias)   # weight (3C, C): rows [q | k | v]
+    def __init__(self, d_model: int, n_heads: int, bias: bool = True, n_kv_heads: int | None = None,
+                 rope: RotaryPositionalEmbedding | None = None):
+        self.n_heads, self.n_kv_heads, self.rope = n_heads, n_kv_heads or n_heads, rope
+        hd = d_model // n_heads
+        self.c_attn = nn.Linear(d_model, (n_heads + 2 * self.n_kv_heads) * hd, bias=bias)   # rows [q | k | v]
         self.c_proj = nn.Linear(d_model, d_model, bias=bias)       # weight (C, C)
+
+    def project(self, x: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """q (B, H, T, hd) and the n_kv_heads keys and values (B, KV, T, hd), q and k rotated when rotary."""
+        B, T, C = x.shape
+        H, KV, hd = self.n_heads, self.n_kv_heads, C // self.n_heads
+        q, k, v = self.c_attn(x).contiguous_backward().split([H * hd, KV * hd, KV * hd], dim=2)
+        # head h owns columns h*hd:(h+1)*hd. contiguous_backward(): store the gradient rather than recompute it
+        # inside every matmul that reads it (the math is unchanged)
+        q, k, v = [t.reshape(B, T, -1, hd).transpose(1, 2) for t in (q, k, v)]   # (B, H, T, hd), (B, KV, T, hd) x 2
+        if self.rope is not None:
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        return q, k, v
+
+    def repeat_kv(self, t: Tensor) -> Tensor:
+        """(B, KV, T, hd) -> (B, H, T, hd): kv head j serves query heads j*g..(j+1)*g-1 (Hugging Face's repeat_kv)."""
+        B, KV, T, hd = t.shape
+        g = self.n_heads // KV
+        return t if g == 1 else t.reshape(B, KV, 1, T, hd).expand(B, KV, g, T, hd).reshape(B, KV * g, T, hd)
 
     def attention_weights(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The (B, H, T, T) attention probabilities and the (B, H, T, hd) values they mix."""
-        B, T, C = x.shape
-        H, hd = self.n_heads, C // self.n_heads
-        q, k, v = self.c_attn(x).contiguous_backward().split(C, dim=2)   # 3 x (B, T, C)
-        # (B, H, T, hd): head h owns columns h*hd:(h+1)*hd. contiguous(): store the tensor, contiguous_backward():
-        # store its gradient, rather than recompute them inside every matmul that reads them (the math is unchanged)
-        q, k, v = [t.reshape(B, T, H, hd).transpose(1, 2).contiguous_backward() for t in (q, k, v)]
+        q, k, v = self.project(x)
+        q, k, v = [t.contiguous_backward() for t in (q, self.repeat_kv(k), self.repeat_kv(v))]   # (B, H, T, hd)
+        T, hd = q.shape[2], q.shape[3]
         scores = (q @ k.transpose(-2, -1) * (1.0 / math.sqrt(hd))).contiguous_backward()    # (B, H, T, T)
         att = (scores + causal_mask(T, scores.device)).softmax(-1).contiguous()    # (B, H, T, T), 0 above the diagonal
         return att, v

@@ -15,8 +15,30 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
-# The feed-forward activations: GPT-2's tanh approximation (Hugging Face "gelu_new") and the exact erf GELU.
-ACTIVATIONS = ("gelu_tanh", "gelu")
+# The feed-forward activations: GPT-2's tanh approximation (Hugging Face "gelu_new"), the exact erf GELU,
+# and SiLU (x * sigmoid(x), the Llama family's gate: SwiGLU with gated_mlp=True).
+ACTIVATIONS = ("gelu_tanh", "gelu", "silu")
+POSITIONS = ("learned", "rope")      # GPT-2's wpe table, or rotary embeddings applied to q and k
+ROPE_STYLES = ("half", "interleaved")   # Hugging Face's rotate_half pairs (j, j + hd/2); Meta's and llama2.c's (2j, 2j + 1)
+NORMS = ("layernorm", "rmsnorm")
+
+
+def _choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ConfigError(f"GPTConfig.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"GPTConfig.{name} must be True or False, got {value!r}")
+    return value
+
+
+def _positive_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"GPTConfig.{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 # --8<-- [start:config]
@@ -32,8 +54,15 @@ class GPTConfig:
     d_ff: int | None = None  # None -> 4 * d_model, resolved in __post_init__
     layer_norm_eps: float = 1e-5
     tie_embeddings: bool = True
-    activation: str = "gelu_tanh"  # GPT-2's tanh GELU, or "gelu": the exact erf GELU (PyTorch's nn.GELU(), nanoGPT)
+    activation: str = "gelu_tanh"  # GPT-2's tanh GELU, "gelu": the exact erf GELU (PyTorch's nn.GELU(), nanoGPT), or "silu"
     bias: bool = True  # False: no bias in any linear layer or LayerNorm (nanoGPT's bias=False)
+    # The Llama family (GPTConfig.llama() sets them all); the defaults keep GPT-2 exactly.
+    positions: str = "learned"     # "learned": a wpe table; "rope": q and k rotated by position, no wpe
+    rope_theta: float = 10000.0    # pair j of a head turns by p * rope_theta ** (-2j / hd) at position p
+    rope_style: str = "half"       # which dimensions pair up: "half" (j, j + hd/2) or "interleaved" (2j, 2j + 1)
+    norm: str = "layernorm"        # or "rmsnorm": x / sqrt(mean(x^2) + eps) * weight, never a bias
+    gated_mlp: bool = False        # True: c_proj(act(c_gate(x)) * c_fc(x)) (SwiGLU with "silu")
+    n_kv_heads: int | None = None  # grouped-query attention: None -> n_heads, resolved in __post_init__
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
@@ -45,17 +74,36 @@ class GPTConfig:
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
         self.d_ff = _positive_int("d_ff", self.d_ff)
-        eps = self.layer_norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps <= 0:
-            raise ConfigError(f"GPTConfig.layer_norm_eps must be a finite number > 0, got {eps!r}")
-        self.layer_norm_eps = float(eps)
-        if not isinstance(self.tie_embeddings, bool):
-            raise ConfigError(f"GPTConfig.tie_embeddings must be True or False, got {self.tie_embeddings!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"GPTConfig.activation must be one of {', '.join(map(repr, ACTIVATIONS))}, "
-                              f"got {self.activation!r}")
-        if not isinstance(self.bias, bool):
-            raise ConfigError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
+        self.layer_norm_eps = _positive_float("layer_norm_eps", self.layer_norm_eps)
+        self.tie_embeddings = _flag("tie_embeddings", self.tie_embeddings)
+        self.activation = _choice("activation", self.activation, ACTIVATIONS)
+        self.bias = _flag("bias", self.bias)
+        self.positions = _choice("positions", self.positions, POSITIONS)
+        self.rope_theta = _positive_float("rope_theta", self.rope_theta)
+        self.rope_style = _choice("rope_style", self.rope_style, ROPE_STYLES)
+        self.norm = _choice("norm", self.norm, NORMS)
+        self.gated_mlp = _flag("gated_mlp", self.gated_mlp)
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        self.n_kv_heads = _positive_int("n_kv_heads", self.n_kv_heads)
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ConfigError(
+                f"GPTConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}: "
+                f"choose n_kv_heads among {[k for k in range(1, self.n_heads + 1) if self.n_heads % k == 0]}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ConfigError(f"positions='rope' turns pairs of dimensions, so the head size d_model / n_heads = "
+                              f"{self.head_dim} must be even: change d_model or n_heads")
+
+    @classmethod
+    def llama(cls, vocab_size: int, context_length: int, d_model: int, n_heads: int, n_layers: int,
+              n_kv_heads: int | None = None, d_ff: int | None = None, rope_theta: float = 10000.0,
+              **fields) -> "GPTConfig":
+        """A Llama-style config: rotary positions (Hugging Face's "half" pairing), RMSNorm, a SwiGLU MLP,
+        no biases, an untied head; ``fields`` sets any other field (e.g. ``rope_style="interleaved"``)."""
+        llama = dict(positions="rope", rope_style="half", norm="rmsnorm", activation="silu", gated_mlp=True,
+                     bias=False, tie_embeddings=False)
+        return cls(vocab_size=vocab_size, context_length=context_length, d_model=d_model, n_heads=n_heads,
+                   n_layers=n_layers, n_kv_heads=n_kv_heads, d_ff=d_ff, rope_theta=rope_theta, **{**llama, **fields})
 
     @property
     def head_dim(self) -> int:
@@ -68,7 +116,8 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "GPTConfig":
         """Build a config from ``to_dict()`` output (e.g. a checkpoint's config.json); fields it lacks
-        keep their defaults, so a config saved before ``activation`` and ``bias`` existed loads as GPT-2."""
+        keep their defaults, so a config saved before ``activation``, ``bias`` or the Llama-family fields
+        existed loads as GPT-2."""
         if not isinstance(data, dict):
             raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}

@@ -1,4 +1,4 @@
-"""Position-wise feed-forward network: the same two-layer MLP applied to every position."""
+"""Position-wise feed-forward network: the same two-layer MLP (or gated MLP) applied to every position."""
 import math
 
 from tinygrad import Tensor, nn
@@ -24,22 +24,38 @@ def gelu_exact(x: Tensor) -> Tensor:
     return x.gelu(approximate="none")
 
 
-ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu": gelu_exact}   # GPTConfig.activation -> the function
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x), the Llama family's gate activation (SwiGLU = SiLU + a gated MLP)."""
+    return x * x.sigmoid()
+
+
+ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu": gelu_exact, "silu": silu}   # GPTConfig.activation -> the function
 
 
 class PositionWiseFeedForward:
-    """c_proj(gelu(c_fc(x))): expand to d_ff, apply GELU (the tanh approximation, as GPT-2, or the exact erf
-    GELU with ``activation="gelu"``), project back. ``bias=False``: neither linear layer has a bias."""
+    """c_proj(act(c_fc(x))): expand to d_ff, apply the activation (GPT-2's tanh GELU, the exact erf GELU with
+    ``activation="gelu"``, or SiLU), project back. ``gated=True``: c_proj(act(c_gate(x)) * c_fc(x)), a second
+    expansion whose activation scales each hidden unit (SwiGLU, GeGLU). ``bias=False``: no linear layer has a bias."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu_tanh", bias: bool = True):
-        self.gelu = ACTIVATIONS[activation]
+    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu_tanh", bias: bool = True, gated: bool = False):
+        self.act, self.gated = ACTIVATIONS[activation], gated
         self.c_fc = nn.Linear(d_model, d_ff, bias=bias)       # weight (F, C)
+        if gated:
+            self.c_gate = nn.Linear(d_model, d_ff, bias=bias)  # weight (F, C)
         self.c_proj = nn.Linear(d_ff, d_model, bias=bias)     # weight (C, F)
 
+    def hidden(self, x: Tensor) -> Tensor:
+        """(B, T, F): act(c_fc(x)), or act(c_gate(x)) * c_fc(x) when gated."""
+        up = self.c_fc(x).contiguous_backward()
+        if self.gated:
+            return self.act(self.c_gate(x).contiguous_backward()) * up
+        return self.act(up)
+
     def __call__(self, x: Tensor) -> Tensor:
-        # (B, T, F). contiguous(), contiguous_backward(): store h, its gradient and the gradient of c_fc's
-        # output instead of recomputing them inside each matmul that reads them (h's gradient stored alone
-        # keeps GELU's derivative out of c_proj's input-gradient matmul, which can then use register tiles)
-        h = self.gelu(self.c_fc(x).contiguous_backward()).contiguous().contiguous_backward()
+        # (B, T, F). contiguous(), contiguous_backward(): store h, its gradient and the gradients of the
+        # expansions' outputs instead of recomputing them inside each matmul that reads them (h's gradient stored
+        # alone keeps the activation's derivative out of c_proj's input-gradient matmul, which can then use
+        # register tiles)
+        h = self.hidden(x).contiguous().contiguous_backward()
         return self.c_proj(h)                                 # (B, T, C)
 # --8<-- [end:feedforward]

@@ -1,4 +1,4 @@
-"""LayerNorm: normalise each position's features to zero mean and unit variance, then scale and shift."""
+"""LayerNorm (zero mean, unit variance, then scale and shift) and RMSNorm (unit root mean square, then scale)."""
 from tinygrad import Tensor
 
 
@@ -19,3 +19,23 @@ class LayerNorm:
         y = xhat * self.weight                                    # (B, T, C)
         return y if self.bias is None else y + self.bias          # (B, T, C)
 # --8<-- [end:layernorm]
+
+
+# --8<-- [start:rmsnorm]
+class RMSNorm:
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last axis: LayerNorm without centring and without a
+    bias (the Llama family's normalisation)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        self.eps = eps
+        self.weight = Tensor.ones(dim)                            # (C,)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        ms = (x * x).mean(axis=-1, keepdim=True)                  # (B, T, 1)
+        return x * (ms + self.eps).rsqrt() * self.weight          # (B, T, C)
+# --8<-- [end:rmsnorm]
+
+
+def make_norm(dim: int, eps: float, norm: str = "layernorm", bias: bool = True):
+    """The normalisation GPTConfig.norm names: LayerNorm (with a bias unless ``bias=False``) or RMSNorm."""
+    return RMSNorm(dim, eps) if norm == "rmsnorm" else LayerNorm(dim, eps, bias)

@@ -11,7 +11,7 @@ from .block import TransformerDecoderBlock
 from .config import GPTConfig
 from .embedding import LearnedPositionalEmbeddings, TokenEmbedding
 from .errors import UsageError
-from .layernorm import LayerNorm
+from .layernorm import make_norm
 
 
 def check_token_ids(idx: np.ndarray, cfg: GPTConfig, what: str = "token ids") -> np.ndarray:
@@ -31,14 +31,16 @@ def check_token_ids(idx: np.ndarray, cfg: GPTConfig, what: str = "token ids") ->
 
 # --8<-- [start:model]
 class GPTStyleTransformer:
-    """logits = head(ln_f(blocks(wte[idx] + wpe[0:T]))), with GPT-2's parameter names."""
+    """logits = head(ln_f(blocks(wte[idx] + wpe[0:T]))), with GPT-2's parameter names (rotary models: no wpe,
+    positions enter each attention's q and k)."""
 
     def __init__(self, cfg: GPTConfig):
         self.config = cfg
         self.wte = TokenEmbedding(cfg.vocab_size, cfg.d_model)                  # (V, C)
-        self.wpe = LearnedPositionalEmbeddings(cfg.context_length, cfg.d_model)  # (context_length, C)
+        if cfg.positions == "learned":                                          # rotary: q, k turned in attention
+            self.wpe = LearnedPositionalEmbeddings(cfg.context_length, cfg.d_model)  # (context_length, C)
         self.h = [TransformerDecoderBlock(cfg) for _ in range(cfg.n_layers)]
-        self.ln_f = LayerNorm(cfg.d_model, cfg.layer_norm_eps, cfg.bias)
+        self.ln_f = make_norm(cfg.d_model, cfg.layer_norm_eps, cfg.norm, cfg.bias)
         if not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)   # (V, C)
         init_gpt2_weights(self)
@@ -50,7 +52,9 @@ class GPTStyleTransformer:
         elif not dtypes.is_int(idx.dtype) or idx.ndim != 2 or idx.shape[1] > self.config.context_length:
             raise UsageError(f"idx must be an integer (batch, time<={self.config.context_length}) tensor, "
                              f"got {idx.dtype} {idx.shape}")
-        x = self.wpe(self.wte(idx))              # (B, T, C)
+        x = self.wte(idx)                        # (B, T, C)
+        if self.config.positions == "learned":
+            x = self.wpe(x)                      # (B, T, C): + wpe[0:T]
         for block in self.h:
             x = block(x)                         # (B, T, C)
         x = self.ln_f(x)                         # (B, T, C)

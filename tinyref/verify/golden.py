@@ -45,7 +45,8 @@ class GoldenCase:
 
 
 # "small" and "untied" are also tinyref.testing's reference cases (and the test suite's fixed shapes);
-# "nanogpt" is "small" as nanoGPT's bias=False model: exact-erf GELU (PyTorch's nn.GELU()), no biases.
+# "nanogpt" is "small" as nanoGPT's bias=False model: exact-erf GELU (PyTorch's nn.GELU()), no biases;
+# "llama" is "small" as a Llama-family model.
 SMALL = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2, d_ff=24)
 PRESETS = {
     "small": GoldenCase(SMALL),
@@ -53,6 +54,9 @@ PRESETS = {
                                    tie_embeddings=False), seq_len=5),
     "demo": GoldenCase(GPTConfig()),
     "nanogpt": GoldenCase(replace(SMALL, activation="gelu", bias=False)),
+    # "small" as a Llama: rotary positions, RMSNorm, SwiGLU, no biases, an untied head, 2 kv heads for 4 query heads
+    "llama": GoldenCase(GPTConfig.llama(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=2,
+                                        n_kv_heads=2, d_ff=24)),
 }
 
 
