@@ -40,17 +40,18 @@ def attention_forward(x, p, n_heads, n_kv_heads=None, rope=None):
     q, k, v = [t.reshape(B, T, -1, hd).transpose(0, 2, 1, 3) for t in (q, k, v)]   # F3: (B, H, T, hd), k, v (B, KV, T, hd)
     rq = rk = None
     if rope is not None:
-        q, rq = rope_forward(q, None, *rope)                             # F3r: q and k turned by their positions
-        k, rk = rope_forward(k, None, *rope)
-    if KV != H:                                                          # F3g: kv head j serves query heads
-        k, v = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)   # j*g..(j+1)*g-1 (HF's repeat_kv)
+        q, rq = rope_forward(q, None, *rope, out=q)                      # F3r: q and k turned by their positions,
+        k, rk = rope_forward(k, None, *rope, out=k)                      # in place (over qkv, not needed again)
+    g = H // KV                                                          # F3g: kv head j serves query heads j*g..(j+1)*g-1
+    qg = q.reshape(B, KV, g, T, hd)                                      # (HF's repeat_kv), so group the query heads and
+    kg, vg = k[:, :, None], v[:, :, None]                                # broadcast k, v (B, KV, 1, T, hd) over each group
     scale = 1.0 / math.sqrt(hd)                                         # a Python float: keeps x's dtype
-    scores = (q * scale) @ k.transpose(0, 1, 3, 2)                       # F4: (B, H, T, T); scaling q is cheaper than scaling scores
+    scores = ((qg * scale) @ kg.transpose(0, 1, 2, 4, 3)).reshape(B, H, T, T)   # F4: scaling q is cheaper than scaling scores
     future = np.triu(np.ones((T, T), dtype=bool), k=1)                   # position t must not see s > t
     np.copyto(scores, -np.inf, where=future)                             # F5: in place (scores is not needed again)
     att, sm = softmax_forward(scores, out=scores)                        # F6: rows sum to 1, zeros above the diagonal (over scores)
-    y = att @ v                                                          # F7: (B, H, T, hd)
-    merged = y.transpose(0, 2, 1, 3).reshape(B, T, C)                    # F8: heads side by side
+    y = att.reshape(B, KV, g, T, T) @ vg                                 # F7: (B, KV, g, T, hd), i.e. (B, H, T, hd)
+    merged = y.reshape(B, H, T, hd).transpose(0, 2, 1, 3).reshape(B, T, C)   # F8: heads side by side
     out, c_proj = linear_forward(merged, sub_params(p, "c_proj."))      # F9
     cache = {"q": q, "k": k, "v": v, "att": att, "scale": scale, "sm": sm, "rope_q": rq, "rope_k": rk,
              "c_attn": c_attn, "c_proj": c_proj, "n_heads": n_heads, "n_kv_heads": KV}
@@ -62,15 +63,16 @@ def attention_backward(dout, cache):
     B, H, T, hd = q.shape
     KV = cache["n_kv_heads"]
     dmerged, dproj = linear_backward(dout, cache["c_proj"])              # from F9
-    dy = dmerged.reshape(B, T, H, hd).transpose(0, 2, 1, 3)              # from F8
-    datt = dy @ v.transpose(0, 1, 3, 2)                                  # from F7, w.r.t. att
-    dv = att.transpose(0, 1, 3, 2) @ dy                                  # from F7, w.r.t. v
+    g = H // KV
+    kg, vg = k[:, :, None], v[:, :, None]                                # (B, KV, 1, T, hd), as in F3g
+    dy = dmerged.reshape(B, T, KV, g, hd).transpose(0, 2, 3, 1, 4)       # from F8: (B, KV, g, T, hd)
+    attg = att.reshape(B, KV, g, T, T)
+    datt = (dy @ vg.transpose(0, 1, 2, 4, 3)).reshape(B, H, T, T)        # from F7, w.r.t. att
+    dv = (attg.transpose(0, 1, 2, 4, 3) @ dy).sum(2)                     # from F7 and F3g, w.r.t. v: summed over v's query group
     dmasked, _ = softmax_backward(datt, cache["sm"], out=datt)           # from F6 (over datt, not needed again)
-    dscores = dmasked                                                    # from F5: masked scores get no gradient; dmasked is 0 there already (att = 0)
-    dq = (dscores @ k) * scale                                           # from F4, w.r.t. q
-    dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale                     # from F4, w.r.t. k
-    if KV != H:                                                          # from F3g: each kv head collects the
-        dk, dv = [t.reshape(B, KV, H // KV, T, hd).sum(2) for t in (dk, dv)]   # gradient of its query group
+    dscores = dmasked.reshape(B, KV, g, T, T)                            # from F5: masked scores get no gradient; dmasked is 0 there already (att = 0)
+    dq = ((dscores @ kg) * scale).reshape(B, H, T, hd)                   # from F4, w.r.t. q
+    dk = (dscores.transpose(0, 1, 2, 4, 3) @ q.reshape(B, KV, g, T, hd)).sum(2) * scale   # from F4 and F3g, w.r.t. k
     if cache["rope_q"] is not None:
         dq, _ = rope_backward(dq, cache["rope_q"])                       # from F3r
         dk, _ = rope_backward(dk, cache["rope_k"])

@@ -48,14 +48,16 @@ def gelu_erf_backward(dout, cache):
 
 # --8<-- [start:silu]
 def silu_forward(x, p=None):
-    s = 1.0 / (1.0 + np.exp(-x))                 # F1: sigmoid(x)
+    s = np.exp(-x)
+    s += 1.0
+    np.reciprocal(s, out=s)                      # F1: sigmoid(x) = 1 / (1 + exp(-x)), built in one array
     out = x * s                                  # F2
-    return out, (x, s)
+    return out, (out, s)                         # out, not x: a gated MLP keeps out anyway, so x can go
 
 
 def silu_backward(dout, cache):
-    x, s = cache
-    dx = dout * (s + x * s * (1.0 - s))          # from F2, product rule; from F1: sigmoid' = s (1 - s)
+    out, s = cache
+    dx = dout * (s + out * (1.0 - s))            # from F2, product rule s + x s (1 - s), with x s = out; from F1: sigmoid' = s (1 - s)
     return dx, {}
 # --8<-- [end:silu]
 

@@ -36,15 +36,18 @@ def gpt_forward(idx, params, cfg):
 
 
 def gpt_backward(dlogits, cache):
-    """dlogits (B, T, V) -> a gradient for every parameter key, shaped like the parameter."""
+    """dlogits (B, T, V) -> a gradient for every parameter key, shaped like the parameter. Consumes
+    ``cache`` (the blocks' activations are released as the gradient passes them, as autograd frees what
+    it saved), so a second backward needs a second forward."""
     xf, head, head_key = cache["xf"], cache["head"], cache["head_key"]
     V, C = head.shape
     dxf = dlogits @ head                                               # from F4, w.r.t. xf
     dhead = dlogits.reshape(-1, V).T @ xf.reshape(-1, C)               # from F4, w.r.t. the head
     dx, dln_f = norm_backward(dxf, cache["ln_f"])                      # from F3
     grads = with_prefix("ln_f.", dln_f)
-    for i in reversed(range(len(cache["blocks"]))):
-        dx, dblock = block_backward(dx, cache["blocks"][i])            # from F2
+    blocks = cache["blocks"]                   # used up: each block's activations go once its gradient is taken
+    for i in reversed(range(len(blocks))):
+        dx, dblock = block_backward(dx, blocks.pop())                  # from F2
         grads.update(with_prefix(f"h.{i}.", dblock))
     _, demb = embedding_backward(dx, cache["emb"])                     # from F1
     grads.update(demb)

@@ -28,15 +28,17 @@ def rope_pairs(x, style="half"):
 
 
 # --8<-- [start:rope]
-def rope_forward(x, p=None, theta=10000.0, style="half", positions=None):
-    """x (..., T, hd) -> x with every pair of each position p turned by p's angles (default p = 0..T-1)."""
+def rope_forward(x, p=None, theta=10000.0, style="half", positions=None, out=None):
+    """x (..., T, hd) -> x with every pair of each position p turned by p's angles (default p = 0..T-1);
+    ``out=x`` turns x in place (a caller done with the unturned x saves an array)."""
     T, hd = x.shape[-2:]
     cos, sin = rope_angles(np.arange(T) if positions is None else positions, hd, theta, x.dtype)  # F1: (T, hd/2)
     a, b = rope_pairs(x, style)
-    out = np.empty_like(x)
+    turned_a = a * cos - b * sin                  # F2: (a, b) turned by the angle ...
+    turned_b = a * sin + b * cos                  # F3: ... a rotation of the plane of each pair
+    out = np.empty_like(x) if out is None else out
     out_a, out_b = rope_pairs(out, style)
-    out_a[...] = a * cos - b * sin                # F2: (a, b) turned by the angle ...
-    out_b[...] = a * sin + b * cos                # F3: ... a rotation of the plane of each pair
+    out_a[...], out_b[...] = turned_a, turned_b   # written after both are computed: out may be x
     return out, (cos, sin, style)
 
 

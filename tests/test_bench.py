@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import oracle
-from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace
+from helpers import LLAMA, TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace
 from tinyref.bench.harness import CONFIGS, IMPLS, LR, bench_batch, bench_params
 from tinyref.verify.tolerances import FLOAT64, compare
 
@@ -24,9 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_configs_are_the_issue_shapes():
-    """S is the seed demo (batch 8, seq 16, vocab 52, d_model 32, 4 heads, 2 layers)."""
+    """S is the seed demo (batch 8, seq 16, vocab 52, d_model 32, 4 heads, 2 layers); llama-S and llama-M are S's
+    and M's sizes as Llamas, llama-M with 2 key/value heads."""
     shapes = {n: (b, c.context_length, c.vocab_size, c.d_model, c.n_heads, c.n_layers) for n, (b, c) in CONFIGS.items()}
-    assert shapes == {"S": (8, 16, 52, 32, 4, 2), "M": (16, 64, 65, 128, 4, 4), "L": (8, 128, 512, 256, 8, 6)}
+    assert shapes == {"S": (8, 16, 52, 32, 4, 2), "M": (16, 64, 65, 128, 4, 4), "L": (8, 128, 512, 256, 8, 6),
+                      "llama-S": (8, 16, 52, 32, 4, 2), "llama-M": (16, 64, 65, 128, 4, 4)}
+    for name, kv_heads in (("llama-S", 4), ("llama-M", 2)):
+        cfg = CONFIGS[name][1]
+        assert (cfg.positions, cfg.norm, cfg.gated_mlp, cfg.bias, cfg.n_kv_heads) == ("rope", "rmsnorm", True, False, kv_heads)
 
 
 def test_bench_json_schema():
@@ -57,7 +62,8 @@ def test_compare_without_torch_is_a_one_line_error():
 
 
 @pytest.mark.parametrize("mode, flag", [*(("--compare", f) for f in ("--threads=0", "--threads=-2", "--beam=-1")),
-                                        *(("--oracle-gpt2", f) for f in ("--runs=0", "--seq-len=0", "--seq-len=1025"))])
+                                        *(("--oracle-gpt2", f) for f in ("--runs=0", "--seq-len=0", "--seq-len=1025")),
+                                        ("--oracle-smollm", "--seq-len=2049"), ("--oracle-smollm", "--oracle-gpt2")])
 def test_bad_bench_flag_is_a_one_line_usage_error(mode, flag):
     """Rejected before any kernel is built or any run starts: exit status 2 and one line naming the flag."""
     out = subprocess.run([sys.executable, "-m", "tinyref", "bench", mode, flag], cwd=ROOT, capture_output=True,
@@ -91,7 +97,7 @@ def torch_vs_oracle(cfg, bt, seed=0):
     return [m for m in checks if m is not None]
 
 
-@pytest.mark.parametrize("cfg, bt", [(TIED, TIED_BT), (UNTIED, UNTIED_BT)], ids=["tied", "untied"])
+@pytest.mark.parametrize("cfg, bt", [(TIED, TIED_BT), (UNTIED, UNTIED_BT), (LLAMA, TIED_BT)], ids=["tied", "untied", "llama"])
 def test_torch_model_trains_the_oracle_model(cfg, bt):
     """Same loss, logits, gradients and AdamW step as the oracle, in float64: the timed work is the same math."""
     mismatches = torch_vs_oracle(cfg, bt)
@@ -102,28 +108,38 @@ def test_torch_comparison_catches_a_planted_bug(monkeypatch):
     """Negative control: attention that is not causal must fail the check above."""
     sdpa = bench_torch.F.scaled_dot_product_attention
     monkeypatch.setattr(bench_torch.F, "scaled_dot_product_attention",
-                        lambda q, k, v, is_causal, scale: sdpa(q, k, v, is_causal=False, scale=scale))
+                        lambda q, k, v, is_causal, **kw: sdpa(q, k, v, is_causal=False, **kw))
     names = {m.name.split()[0] for m in torch_vs_oracle(TIED, TIED_BT)}
     assert {"logits", "loss", "grad", "adamw"} <= names
 
 
-def test_oracle_gpt2_runs_alternate_and_ratios_are_to_pytorch(monkeypatch):
+def test_torch_comparison_catches_a_planted_llama_bug(monkeypatch):
+    """Negative control: the Llama twin pairing rotary dimensions the other way ("interleaved" for "half")."""
+    rotate = bench_torch.rotate
+    monkeypatch.setattr(bench_torch, "rotate", lambda x, cos, sin, style: rotate(x, cos, sin, "interleaved"))
+    names = {m.name.split()[0] for m in torch_vs_oracle(LLAMA, TIED_BT)}
+    assert {"logits", "loss", "grad", "adamw"} <= names
+
+
+@pytest.mark.parametrize("model", ["gpt2", "smollm"])
+def test_oracle_hf_runs_alternate_and_ratios_are_to_pytorch(monkeypatch, model):
     """Runs go oracle, PyTorch, oracle, PyTorch; medians per implementation; ratios against torch-hf."""
-    import tinyref.bench.oracle_gpt2 as gpt2
+    import tinyref.bench.oracle_hf as oracle_hf
     order, figures = [], {"oracle": [(60.0, 6000.0), (50.0, 6200.0), (70.0, 6100.0)], "torch-hf": [(40.0, 5000.0)] * 3}
-    monkeypatch.setattr(gpt2, "run_in_process", lambda impl, T, seed, hp: order.append(impl) or dict(
-        zip(("seconds", "peak_mem_mb"), figures[impl][order.count(impl) - 1]), impl=impl))
-    data = gpt2.bench_oracle_gpt2(seq_len=8, runs=3, impls=("oracle", "torch-hf"))
-    assert order == ["oracle", "torch-hf"] * 3
+    monkeypatch.setattr(oracle_hf, "run_in_process", lambda name, impl, T, seed, hp: order.append((name, impl)) or dict(
+        zip(("seconds", "peak_mem_mb"), figures[impl][[i for _, i in order].count(impl) - 1]), impl=impl))
+    data = oracle_hf.bench_oracle_hf(model, seq_len=8, runs=3, impls=("oracle", "torch-hf"))
+    assert order == [(model, "oracle"), (model, "torch-hf")] * 3
     oracle_row = data["results"][0]
     assert (oracle_row["seconds"], oracle_row["peak_mem_mb"]) == (60.0, 6100.0)
     assert (oracle_row["time_ratio"], oracle_row["memory_ratio"]) == (1.5, 1.22)
     assert data["shape"]["seq_len"] == 8 and data["reference"] == "torch-hf"
+    assert data["shape"].get("kv_heads") == {"gpt2": None, "smollm": 3}[model]
 
 
 def test_the_estimate_counts_gpt2_small_flops_and_speaks_only_when_slow(capsys):
     """875 GFLOP per GPT-2 small step at T = 1024 (3 x forward: 12 x 17.7 in the blocks + 79 in the head)."""
-    from tinyref.bench.oracle_gpt2 import GPT2_SMALL
+    from tinyref.bench.oracle_hf import GPT2_SMALL
     from tinyref.verify import cost
     assert cost.step_flops(GPT2_SMALL, 1, 1024) == pytest.approx(3 * (12 * (14.496e9 + 3.221e9) + 79.05e9), rel=1e-3)
     assert cost.say_estimate("tiny", CONFIGS["S"][1], 8, 16) == 0.0

@@ -14,7 +14,7 @@ from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, load_params, oracle_forwar
 from strategies import seeds
 from tinyref import CheckpointError, ConfigError, GPTConfig, GPTStyleTransformer
 from tinyref.verify.hf import config_from_hf, config_to_hf, from_hf, load_hf_gpt2, save_hf_gpt2, to_hf, transpose_conv1d
-from tinyref.bench.oracle_gpt2 import GPT2_SMALL, gpt2_inputs, hf_gpt2_model
+from tinyref.bench.oracle_hf import GPT2_SMALL, hf_gpt2_model, random_inputs
 from tinyref.testing import ReferenceMismatch, assert_matches_reference
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64, compare
 
@@ -111,7 +111,7 @@ def test_oracle_reproduces_hf_gpt2_in_float64(name, seed):
 def test_oracle_reproduces_hf_gpt2_at_gpt2_scale(cfg, T):
     """GPT-2's initialisation scale (N(0, 0.02^2)) through tinyref's HF bridge, float64 on both sides; at
     GPT-2 small's full shape (vocab 50257, 12 layers, T = 1024) with the slow marker."""
-    params, idx, targets = gpt2_inputs(T, seed=0, cfg=cfg)
+    params, idx, targets = random_inputs(T, seed=0, cfg=cfg)
     expected = hf_forward_backward(hf_gpt2_model(cfg, params, "eager"), cfg, idx, targets)
     actual = oracle_forward_backward(params, cfg, idx, targets)
     found = mismatches(actual, expected, FLOAT64, FLOAT64)

@@ -22,11 +22,14 @@ from ..config import GPTConfig
 from ..runtime.memory import peak_resident_mib, reset_peak
 
 # --8<-- [start:configs]
-# name -> (batch size, model); S is the seed demo's shapes.
+# name -> (batch size, model); S is the seed demo's shapes; llama-S and llama-M are S's and M's sizes as Llamas
+# (rotary positions, RMSNorm, SwiGLU, no biases), llama-M with two query heads per key/value head.
 CONFIGS = {
     "S": (8, GPTConfig(vocab_size=52, context_length=16, d_model=32, n_heads=4, n_layers=2)),
     "M": (16, GPTConfig(vocab_size=65, context_length=64, d_model=128, n_heads=4, n_layers=4)),
     "L": (8, GPTConfig(vocab_size=512, context_length=128, d_model=256, n_heads=8, n_layers=6)),
+    "llama-S": (8, GPTConfig.llama(vocab_size=52, context_length=16, d_model=32, n_heads=4, n_layers=2)),
+    "llama-M": (16, GPTConfig.llama(vocab_size=65, context_length=64, d_model=128, n_heads=4, n_layers=4, n_kv_heads=2)),
 }
 # --8<-- [end:configs]
 LR = 1e-3

@@ -12,14 +12,16 @@ from ..errors import UsageError
 from ..runtime.memory import check_training_memory, parameter_count
 from .flags import COUNT, POSITIVE, integer
 
+# --oracle-<model> -> what the log line calls it
+ORACLE_MODEL_NAMES = {"gpt2": "GPT-2 small", "smollm": "SmolLM-135M's shape"}
 COLUMNS = ("config", "impl", "warm-up s", "ms/step", "tokens/s", "peak MB", "vs torch-eager")
-WIDTHS = (6, 13, 9, 9, 10, 8, 0)
+WIDTHS = (8, 13, 9, 9, 10, 8, 0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sizes = "; ".join(f"{n}: batch {b}, seq {c.context_length}, vocab {c.vocab_size}, d_model {c.d_model}, "
                       f"{c.n_heads} heads, {c.n_layers} layers" for n, (b, c) in CONFIGS.items())
-    p.add_argument("--config", default="S", choices=[*CONFIGS, "all"], metavar="S|M|L|all",
+    p.add_argument("--config", default="S", choices=[*CONFIGS, "all"], metavar="|".join([*CONFIGS, "all"]),
                    help=f"which model and batch to time (default S, the demo's shapes). {sizes}")
     p.add_argument("--steps", type=POSITIVE, default=20, help="timed training steps after the warm-up; the median is reported (default 20)")
     p.add_argument("--compare", action="store_true",
@@ -39,11 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: time the NumPy oracle's float64 forward and backward at GPT-2 small's shape (vocab 50257, "
                         "context 1024, 12 layers, 12 heads, d_model 768; random weights) against Hugging Face's GPT-2 in "
                         "PyTorch float64, each run in its own process (needs torch and transformers; minutes per run)")
-    p.add_argument("--seq-len", type=POSITIVE, default=1024, metavar="T", help="with --oracle-gpt2: tokens in the batch of one (default 1024)")
+    p.add_argument("--oracle-smollm", action="store_true",
+                   help="instead: the same at SmolLM-135M's shape, a Llama (vocab 49152, 30 layers, 9 heads sharing 3 "
+                        "key/value heads, d_model 576, d_ff 1536, tied head), against Hugging Face's LlamaForCausalLM")
+    p.add_argument("--seq-len", type=POSITIVE, default=1024, metavar="T",
+                   help="with --oracle-gpt2/--oracle-smollm: tokens in the batch of one (default 1024)")
     p.add_argument("--runs", type=POSITIVE, default=1, metavar="N",
-                   help="with --oracle-gpt2: runs per implementation, alternated; the median is reported (default 1)")
+                   help="with --oracle-gpt2/--oracle-smollm: runs per implementation, alternated; the median is reported (default 1)")
     p.add_argument("--numpy-hugepages", action="store_true",
-                   help="with --oracle-gpt2: leave NumPy's transparent-huge-page advice on for the oracle (see tinyref.bench.oracle_gpt2)")
+                   help="with --oracle-gpt2/--oracle-smollm: leave NumPy's transparent-huge-page advice on for the oracle "
+                        "(see tinyref.bench.oracle_hf)")
     p.add_argument("--profile", action="store_true",
                    help="instead of timing steps, time each kernel of one step on one thread and print them by class "
                         "(matmul, reduction, elementwise), the largest kernels' GFLOP/s and the warm-up's compile and "
@@ -62,16 +69,18 @@ def table_line(r, eager_tokens_per_s) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
 
 
-def run_oracle_gpt2(args: argparse.Namespace) -> int:
-    from ..bench.oracle_gpt2 import GPT2_SMALL, REFERENCE, bench_oracle_gpt2
-    if not 1 <= args.seq_len <= GPT2_SMALL.context_length:
-        raise UsageError(f"--seq-len must be in [1, {GPT2_SMALL.context_length}], got {args.seq_len}")
+def run_oracle_hf(args: argparse.Namespace, model: str) -> int:
+    from ..bench.oracle_hf import MODELS, REFERENCE, bench_oracle_hf
+    cfg = MODELS[model]
+    if not 1 <= args.seq_len <= cfg.context_length:
+        raise UsageError(f"--seq-len must be in [1, {cfg.context_length}], got {args.seq_len}")
     machine = machine_info(select_device(args.device))                 # the load average before the runs
     log = lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
-    log(f"GPT-2 small ({GPT2_SMALL.n_layers} layers, d_model {GPT2_SMALL.d_model}, vocab {GPT2_SMALL.vocab_size}), float64, "
-        f"batch 1 x {args.seq_len} tokens: forward, mean cross-entropy and backward, each run in its own process; "
-        f"{args.runs} run(s) each, median reported")
-    data = bench_oracle_gpt2(args.seq_len, args.runs, numpy_hugepages=args.numpy_hugepages, log=log)
+    kv_heads = f" sharing {cfg.n_kv_heads} key/value heads" if cfg.n_kv_heads != cfg.n_heads else ""
+    log(f"{ORACLE_MODEL_NAMES[model]} ({cfg.n_layers} layers, {cfg.n_heads} heads{kv_heads}, d_model {cfg.d_model}, "
+        f"vocab {cfg.vocab_size}), float64, batch 1 x {args.seq_len} tokens: forward, mean cross-entropy and backward, "
+        f"each run in its own process; {args.runs} run(s) each, median reported")
+    data = bench_oracle_hf(model, args.seq_len, args.runs, numpy_hugepages=args.numpy_hugepages, log=log)
     if args.json:
         machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
         print(json.dumps({"machine": machine, **data}, indent=2))
@@ -86,8 +95,10 @@ def run_oracle_gpt2(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.oracle_gpt2:
-        return run_oracle_gpt2(args)
+    if args.oracle_gpt2 and args.oracle_smollm:
+        raise UsageError("--oracle-gpt2 and --oracle-smollm each time a model of their own: give one of them")
+    if args.oracle_gpt2 or args.oracle_smollm:
+        return run_oracle_hf(args, "gpt2" if args.oracle_gpt2 else "smollm")
     if args.compare and not torch_available():
         raise UsageError(TORCH_MISSING)
     device = select_device(args.device)

@@ -1,0 +1,213 @@
+"""``tinyref bench --oracle-gpt2`` and ``--oracle-smollm``: the oracle's float64 forward and backward at
+a real model's shape next to Hugging Face's model of it in PyTorch float64 (``GPT2LMHeadModel`` at
+GPT-2 small's shape, ``LlamaForCausalLM`` at SmolLM-135M's), on the same random weights and tokens
+(nothing downloaded).
+
+Each run is a fresh process (``python -m tinyref.bench.oracle_hf MODEL IMPL SEQ_LEN SEED``) that builds
+its model, resets Linux's peak-resident mark, times one step (forward, mean cross-entropy, backward)
+and prints one JSON line, so every peak is that implementation's own, as the kernel counts it. Runs
+alternate (oracle, PyTorch, oracle, ...) so a change in the machine's load reaches both.
+
+NumPy asks the kernel for transparent huge pages for every large array; PyTorch's allocator does
+not. Where the kernel compacts memory on that request (THP ``defrag=madvise``, a common default), a
+first touch of each fresh array can wait for compaction, which on a busy machine costs the oracle
+more than some of its arithmetic. The oracle's process therefore runs with ``NUMPY_MADVISE_HUGEPAGE=0``
+unless ``numpy_hugepages`` is set; the JSON records which.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import GPTConfig
+from ..errors import UsageError
+from ..runtime.memory import peak_resident_mib, reset_peak
+
+GPT2_SMALL = GPTConfig(vocab_size=50257, context_length=1024, d_model=768, n_heads=12, n_layers=12)
+# HuggingFaceTB/SmolLM-135M's config.json: a Llama with grouped-query attention (9 query heads, 3 key/value
+# heads of 64), RMSNorm eps 1e-5, rope_theta 10000, a tied head, 2048 positions
+SMOLLM_135M = GPTConfig.llama(vocab_size=49152, context_length=2048, d_model=576, n_heads=9, n_layers=30,
+                              n_kv_heads=3, d_ff=1536, rope_theta=10000.0, layer_norm_eps=1e-5, tie_embeddings=True)
+# --oracle-<name> -> the shape it times
+MODELS = {"gpt2": GPT2_SMALL, "smollm": SMOLLM_135M}
+# implementation -> Hugging Face attn_implementation (None: the oracle); the first PyTorch one is the yardstick
+IMPLS = {"oracle": None, "torch-hf": "sdpa", "torch-hf-eager": "eager"}
+REFERENCE = "torch-hf"
+MISSING = "--oracle-{model} needs PyTorch and transformers: pip install torch transformers"
+# tinyref key in layer i (h.{i}.<key>) -> LlamaForCausalLM's (model.layers.{i}.<name>); attn.c_attn is q, k, v
+LLAMA_LAYER_NAMES = {"ln_1.weight": "input_layernorm.weight", "attn.c_proj.weight": "self_attn.o_proj.weight",
+                     "ln_2.weight": "post_attention_layernorm.weight", "mlp.c_gate.weight": "mlp.gate_proj.weight",
+                     "mlp.c_fc.weight": "mlp.up_proj.weight", "mlp.c_proj.weight": "mlp.down_proj.weight"}
+LLAMA_QKV = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
+
+
+def random_inputs(seq_len: int, seed: int = 0, cfg: GPTConfig = GPT2_SMALL):
+    """(params, idx, targets): float64 weights at GPT-2's scale (N(0, 0.02^2)), batch 1 of ``seq_len`` ids."""
+    import oracle
+    rng = np.random.default_rng(seed)
+    params = oracle.init_params(cfg, rng, scale=0.02)
+    idx, targets = (rng.integers(0, cfg.vocab_size, (1, seq_len), dtype=np.int64) for _ in range(2))
+    return params, idx, targets
+
+
+def oracle_step(cfg: GPTConfig, params, idx, targets):
+    """A function running the oracle's forward, loss and backward once, keeping nothing a caller would not."""
+    import oracle
+
+    def step():
+        logits, cache = oracle.gpt_forward(idx, params, cfg)
+        _, loss_cache = oracle.cross_entropy_forward(logits, targets, out=logits)   # over the logits, done with
+        del logits                                            # the loss cache holds what backward needs
+        return oracle.gpt_backward(oracle.cross_entropy_backward(loss_cache, in_place=True), cache)
+    return step
+
+
+def hf_gpt2_model(cfg: GPTConfig, params: dict, attn_implementation: str = "sdpa"):
+    """Hugging Face's ``GPT2LMHeadModel`` holding ``params`` (through tinyref's HF bridge), float64, eval mode (no dropout)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ..verify.hf import config_to_hf, to_hf
+    model = GPT2LMHeadModel(GPT2Config(**config_to_hf(cfg), attn_implementation=attn_implementation)).double().eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf(params, cfg).items()})
+    return model
+
+
+def to_hf_llama(params: dict, cfg: GPTConfig) -> dict:
+    """A ``LlamaForCausalLM`` state dict from tinyref parameters of a Llama-family ``cfg``: the same (out, in)
+    layout under Llama's names, each layer's c_attn split into its q, k and v rows."""
+    split = [cfg.n_heads * cfg.head_dim, (cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim]
+    state = {"model.embed_tokens.weight": params["wte.weight"], "model.norm.weight": params["ln_f.weight"],
+             "lm_head.weight": params["wte.weight" if cfg.tie_embeddings else "lm_head.weight"]}
+    for i in range(cfg.n_layers):
+        state.update({f"model.layers.{i}.{hf}": params[f"h.{i}.{key}"] for key, hf in LLAMA_LAYER_NAMES.items()})
+        qkv = np.split(params[f"h.{i}.attn.c_attn.weight"], split)
+        state.update({f"model.layers.{i}.{hf}": w for hf, w in zip(LLAMA_QKV, qkv)})
+    return state
+
+
+def from_hf_llama(state: dict, cfg: GPTConfig) -> dict:
+    """``to_hf_llama``'s inverse (NumPy arrays or torch tensors); a tied head is read from the embedding."""
+    state = {k: np.asarray(v.detach().numpy() if hasattr(v, "detach") else v) for k, v in state.items()}
+    params = {"wte.weight": state["model.embed_tokens.weight"], "ln_f.weight": state["model.norm.weight"]}
+    if not cfg.tie_embeddings:
+        params["lm_head.weight"] = state["lm_head.weight"]
+    for i in range(cfg.n_layers):
+        params.update({f"h.{i}.{key}": state[f"model.layers.{i}.{hf}"] for key, hf in LLAMA_LAYER_NAMES.items()})
+        params[f"h.{i}.attn.c_attn.weight"] = np.concatenate([state[f"model.layers.{i}.{hf}"] for hf in LLAMA_QKV])
+    return params
+
+
+def hf_llama_model(cfg: GPTConfig, params: dict, attn_implementation: str = "sdpa"):
+    """Hugging Face's ``LlamaForCausalLM`` holding ``params``, float64, eval mode. It still computes RMSNorm,
+    the rotary angles and (eager attention) the softmax in float32 inside, whatever the model's dtype."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    hf_config = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+                            num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                            num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.context_length,
+                            rms_norm_eps=cfg.layer_norm_eps, rope_theta=cfg.rope_theta,
+                            tie_word_embeddings=cfg.tie_embeddings, attn_implementation=attn_implementation)
+    model = LlamaForCausalLM(hf_config).double().eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_llama(params, cfg).items()})
+    return model
+
+
+def hf_model(cfg: GPTConfig, params: dict, attn_implementation: str = "sdpa"):
+    """Hugging Face's model of ``cfg``'s architecture (Llama for rotary positions, else GPT-2) holding ``params``."""
+    build = hf_llama_model if cfg.positions == "rope" else hf_gpt2_model
+    return build(cfg, params, attn_implementation)
+
+
+def hf_step(cfg: GPTConfig, params, idx, targets, attn_implementation: str):
+    """The same step through ``hf_model``."""
+    import torch
+    model = hf_model(cfg, params, attn_implementation)
+    x, y = torch.from_numpy(idx), torch.from_numpy(targets).reshape(-1)
+
+    def step():
+        logits = model(x).logits                                                 # (1, T, V)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), y).backward()
+    return step
+
+
+def measure(model: str, impl: str, seq_len: int, seed: int) -> dict:
+    """One run in this process: seconds and peak resident MB of one step, after building the model."""
+    cfg = MODELS[model]
+    params, idx, targets = random_inputs(seq_len, seed, cfg)
+    if IMPLS[impl] is None:
+        step = oracle_step(cfg, params, idx, targets)
+    else:
+        step = hf_step(cfg, params, idx, targets, IMPLS[impl])
+        del params                                            # the model holds its own copy
+    gc.collect()
+    start_mb = reset_peak()
+    t0 = time.perf_counter()
+    step()
+    return {"impl": impl, "seconds": time.perf_counter() - t0, "peak_mem_mb": peak_resident_mib(),
+            "start_mem_mb": start_mb}
+
+
+def run_in_process(model: str, impl: str, seq_len: int, seed: int, numpy_hugepages: bool) -> dict:
+    """``measure`` in a fresh Python process (so its peak is its own); raises RuntimeError if it fails."""
+    root = str(Path(__file__).resolve().parents[2])          # where tinyref and oracle are importable
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    if IMPLS[impl] is None and not numpy_hugepages:
+        env["NUMPY_MADVISE_HUGEPAGE"] = "0"
+    done = subprocess.run([sys.executable, "-m", "tinyref.bench.oracle_hf", model, impl, str(seq_len), str(seed)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the {impl} run failed (exit {done.returncode}): {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_and_transformers_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bench_oracle_hf(model: str = "gpt2", seq_len: int = 1024, runs: int = 1, seed: int = 0,
+                    numpy_hugepages: bool = False, impls=tuple(IMPLS), log=None) -> dict:
+    """Every implementation at ``MODELS[model]``'s shape ``runs`` times, alternated; the median seconds and
+    peak of each, and both as ratios to ``REFERENCE`` (PyTorch's default attention) when it ran."""
+    if not torch_and_transformers_available():
+        raise UsageError(MISSING.format(model=model))
+    samples = {impl: [] for impl in impls}
+    for r in range(runs):
+        for impl in impls:
+            if log:
+                log(f"  {impl}: run {r + 1} of {runs} ...")
+            samples[impl].append(run_in_process(model, impl, seq_len, seed, numpy_hugepages))
+    rows = []
+    for impl, done in samples.items():
+        peaks = [d["peak_mem_mb"] for d in done]
+        rows.append({"impl": impl, "seconds": statistics.median(d["seconds"] for d in done),
+                     "peak_mem_mb": None if None in peaks else statistics.median(peaks), "runs": done})
+    ref = next((row for row in rows if row["impl"] == REFERENCE), None)
+    for row in rows:
+        row["time_ratio"] = row["seconds"] / ref["seconds"] if ref else None
+        row["memory_ratio"] = (row["peak_mem_mb"] / ref["peak_mem_mb"]
+                               if ref and row["peak_mem_mb"] and ref["peak_mem_mb"] else None)
+    cfg = MODELS[model]
+    kv_heads = {"kv_heads": cfg.n_kv_heads} if cfg.n_kv_heads != cfg.n_heads else {}
+    return {"shape": {"vocab": cfg.vocab_size, "context": cfg.context_length, "layers": cfg.n_layers,
+                      "heads": cfg.n_heads, **kv_heads, "d_model": cfg.d_model, "batch": 1, "seq_len": seq_len,
+                      "dtype": "float64"},
+            "reference": REFERENCE, "numpy_hugepages": numpy_hugepages, "results": rows}
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
