@@ -42,11 +42,6 @@ MODELS = {"gpt2": GPT2_SMALL, "smollm": SMOLLM_135M}
 IMPLS = {"oracle": None, "torch-hf": "sdpa", "torch-hf-eager": "eager"}
 REFERENCE = "torch-hf"
 MISSING = "--oracle-{model} needs PyTorch and transformers: pip install torch transformers"
-# tinyref key in layer i (h.{i}.<key>) -> LlamaForCausalLM's (model.layers.{i}.<name>); attn.c_attn is q, k, v
-LLAMA_LAYER_NAMES = {"ln_1.weight": "input_layernorm.weight", "attn.c_proj.weight": "self_attn.o_proj.weight",
-                     "ln_2.weight": "post_attention_layernorm.weight", "mlp.c_gate.weight": "mlp.gate_proj.weight",
-                     "mlp.c_fc.weight": "mlp.up_proj.weight", "mlp.c_proj.weight": "mlp.down_proj.weight"}
-LLAMA_QKV = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
 
 
 def random_inputs(seq_len: int, seed: int = 0, cfg: GPTConfig = GPT2_SMALL):
@@ -81,41 +76,14 @@ def hf_gpt2_model(cfg: GPTConfig, params: dict, attn_implementation: str = "sdpa
     return model
 
 
-def to_hf_llama(params: dict, cfg: GPTConfig) -> dict:
-    """A ``LlamaForCausalLM`` state dict from tinyref parameters of a Llama-family ``cfg``: the same (out, in)
-    layout under Llama's names, each layer's c_attn split into its q, k and v rows."""
-    split = [cfg.n_heads * cfg.head_dim, (cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim]
-    state = {"model.embed_tokens.weight": params["wte.weight"], "model.norm.weight": params["ln_f.weight"],
-             "lm_head.weight": params["wte.weight" if cfg.tie_embeddings else "lm_head.weight"]}
-    for i in range(cfg.n_layers):
-        state.update({f"model.layers.{i}.{hf}": params[f"h.{i}.{key}"] for key, hf in LLAMA_LAYER_NAMES.items()})
-        qkv = np.split(params[f"h.{i}.attn.c_attn.weight"], split)
-        state.update({f"model.layers.{i}.{hf}": w for hf, w in zip(LLAMA_QKV, qkv)})
-    return state
-
-
-def from_hf_llama(state: dict, cfg: GPTConfig) -> dict:
-    """``to_hf_llama``'s inverse (NumPy arrays or torch tensors); a tied head is read from the embedding."""
-    state = {k: np.asarray(v.detach().numpy() if hasattr(v, "detach") else v) for k, v in state.items()}
-    params = {"wte.weight": state["model.embed_tokens.weight"], "ln_f.weight": state["model.norm.weight"]}
-    if not cfg.tie_embeddings:
-        params["lm_head.weight"] = state["lm_head.weight"]
-    for i in range(cfg.n_layers):
-        params.update({f"h.{i}.{key}": state[f"model.layers.{i}.{hf}"] for key, hf in LLAMA_LAYER_NAMES.items()})
-        params[f"h.{i}.attn.c_attn.weight"] = np.concatenate([state[f"model.layers.{i}.{hf}"] for hf in LLAMA_QKV])
-    return params
-
-
 def hf_llama_model(cfg: GPTConfig, params: dict, attn_implementation: str = "sdpa"):
-    """Hugging Face's ``LlamaForCausalLM`` holding ``params``, float64, eval mode. It still computes RMSNorm,
-    the rotary angles and (eager attention) the softmax in float32 inside, whatever the model's dtype."""
+    """Hugging Face's ``LlamaForCausalLM`` holding ``params`` (through tinyref's HF bridge), float64, eval mode. It
+    still computes RMSNorm, the rotary angles and (eager attention) the softmax in float32 inside."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    hf_config = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
-                            num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                            num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.context_length,
-                            rms_norm_eps=cfg.layer_norm_eps, rope_theta=cfg.rope_theta,
-                            tie_word_embeddings=cfg.tie_embeddings, attn_implementation=attn_implementation)
+
+    from ..verify.hf import config_to_hf_llama, to_hf_llama
+    hf_config = LlamaConfig(**config_to_hf_llama(cfg), attn_implementation=attn_implementation)
     model = LlamaForCausalLM(hf_config).double().eval()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_llama(params, cfg).items()})
     return model
