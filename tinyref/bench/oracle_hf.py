@@ -89,16 +89,16 @@ def hf_llama_model(cfg: GPTConfig, params: dict, attn_implementation: str = "sdp
     return model
 
 
-def hf_model(cfg: GPTConfig, params: dict, attn_implementation: str = "sdpa"):
+def hf_model_of(cfg: GPTConfig, params: dict, attn_implementation: str = "sdpa"):
     """Hugging Face's model of ``cfg``'s architecture (Llama for rotary positions, else GPT-2) holding ``params``."""
     build = hf_llama_model if cfg.positions == "rope" else hf_gpt2_model
     return build(cfg, params, attn_implementation)
 
 
 def hf_step(cfg: GPTConfig, params, idx, targets, attn_implementation: str):
-    """The same step through ``hf_model``."""
+    """The same step through ``hf_model_of``."""
     import torch
-    model = hf_model(cfg, params, attn_implementation)
+    model = hf_model_of(cfg, params, attn_implementation)
     x, y = torch.from_numpy(idx), torch.from_numpy(targets).reshape(-1)
 
     def step():
