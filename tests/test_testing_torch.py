@@ -80,7 +80,7 @@ def test_the_report_says_what_was_read_and_what_was_assumed():
     (NanoStyleGPT, "scale", "transformer.h.0.attn output (transformer.h.0.ln_1 agrees)"),
     (NanoStyleGPT, "eps", "transformer.h.0.ln_1 output"),
     (NanoStyleGPT, "no_residual", "transformer.h.0.ln_2 input, which should be the residual x + attn(ln_1(x)) "
-                                  "after h.0.attn (transformer.h.0.ln_1, transformer.h.0.attn agree)"),
+                                  "after transformer.h.0.attn (transformer.h.0.ln_1, transformer.h.0.attn agree)"),
     (NanoStyleGPT, "no_ln_f", "the output head (lm_head or wte.weight.T), after every hooked input and output agrees"),
     (MinStyleGPT, "erf_gelu", "transformer.h.0.mlp output (transformer.h.0.attn, transformer.h.0.ln_2 agree)"),
     (MinStyleGPT, "eps", "transformer.h.0.ln_1 output"),

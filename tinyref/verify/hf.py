@@ -41,7 +41,7 @@ HF_LLAMA_ACTIVATIONS = {"silu": "silu", **ACTIVATIONS_FROM_HF}    # LlamaConfig.
 
 # --8<-- [start:llama_modules]
 # tinyref's modules -> LlamaForCausalLM's ("{i}" is the block); a tuple is stacked by rows into one tinyref layer
-LLAMA_MODULES = {"wte": "model.embed_tokens", "h.{i}.ln_1": "model.layers.{i}.input_layernorm",
+LLAMA_MODULES = {"wte": "model.embed_tokens", "h.{i}": "model.layers.{i}", "h.{i}.ln_1": "model.layers.{i}.input_layernorm",
                  "h.{i}.attn": "model.layers.{i}.self_attn",
                  "h.{i}.attn.c_attn": ("model.layers.{i}.self_attn.q_proj", "model.layers.{i}.self_attn.k_proj",
                                        "model.layers.{i}.self_attn.v_proj"),
