@@ -80,6 +80,19 @@ def first_divergence(captured: dict, names: dict, trace: dict, tol: Tolerance,
             *_unseen(unseen)]
 
 
+def agreeing_values(captured: dict, trace: dict, tol: Tolerance) -> int:
+    """How many hooked inputs and outputs, in the model's order, agree with the oracle's before the first that does not."""
+    count = 0
+    for module, (x, out, _) in trace.items():
+        got = captured.get(module, {})
+        for part, want in (("input", x), ("output", out)):
+            if part in got:
+                if compare(part, got[part], want, tol) is not None:
+                    return count
+                count += 1
+    return count
+
+
 def first_precision_loss(captured: dict, names: dict, trace: dict, tol: Tolerance) -> str | None:
     """The first hooked input or output (in the model's names) that differs from the oracle's beyond ``tol``."""
     for module, (x, out, _) in trace.items():

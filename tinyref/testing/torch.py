@@ -31,10 +31,10 @@ import oracle
 from ..config import GPTConfig
 from ..errors import UsageError, require
 from ..verify.hf import (ACTIVATIONS_FROM_HF, CONV1D_WEIGHTS, HF_LLAMA_ACTIVATIONS, HF_PREFIX, LLAMA_MODULES,
-                         module_names)
+                         module_names, rope_scaling)
 from ..verify.tolerances import FLOAT32, FLOAT32_CASTS, FLOAT64, Tolerance, compare, max_error
 from . import ReferenceMismatch, _gradient_tolerance, _mismatch_lines, reference_inputs
-from .divergence import first_divergence, first_precision_loss, oracle_trace
+from .divergence import agreeing_values, first_divergence, first_precision_loss, oracle_trace
 
 torch = require("torch", "tinyref.testing.torch", extra="torch")
 
@@ -199,8 +199,7 @@ def _declared(model, naming: Naming) -> dict:
         found["layer_norm_eps"] = declared_eps
     if naming.rope_style:
         rope = getattr(config, "rope_parameters", None)
-        scaling = getattr(config, "rope_scaling", None) or (rope if isinstance(rope, dict) and
-                                                             rope.get("rope_type", "default") != "default" else None)
+        scaling = rope_scaling(rope, getattr(config, "rope_scaling", None))
         if scaling:
             raise UsageError(f"model.config asks for RoPE scaling {scaling!r}, which tinyref's oracle does not compute "
                              "(plain RoPE only): check a model without rope scaling")
@@ -402,16 +401,19 @@ def _compare(run: _Run, tol: Tolerance, grad_tol: Tolerance, errors: dict) -> li
 
 def _rope_style(model, naming: Naming, cfg: GPTConfig, forward, batch: int, T: int, seed: int, tol: Tolerance):
     """(cfg to check, notes): the model's logits against the oracle's with each RoPE style. A model whose style
-    is not the one its names imply is checked as the implied one, so the report shows where it differs."""
+    is not the one its names imply is checked as the implied one, so the report shows where it differs; one
+    that agrees with neither is checked as the style it agrees with further into the model (ties: the implied)."""
     values, idx, targets = reference_inputs(cfg, batch, T, seed)
-    _load(naming, values)
-    with torch.no_grad():
-        got = _logits(model, idx, targets, forward, cfg.vocab_size)[0].numpy()
     styles = {s: replace(cfg, rope_style=s) for s in ROPE_STYLES}
+    traces = {s: oracle_trace(idx, values, c, naming.modules) for s, c in styles.items()}
     want = {s: oracle.gpt_forward(idx, values, c)[0] for s, c in styles.items()}
+    _load(naming, values)
+    run = {}
+    captured = _capture(model, naming, traces["half"], lambda: run.update(
+        logits=_logits(model, idx, targets, forward, cfg.vocab_size)[0].numpy()))
+    got, implied = run["logits"], naming.rope_style
     measured = "logit error of scale " + ", ".join(f"{s!r} {max_error(got, want[s]):.2g}" for s in ROPE_STYLES)
     agree = [s for s in ROPE_STYLES if compare("logits", got, want[s], tol) is None]
-    implied = naming.rope_style
     if agree and implied not in agree:
         return cfg, [f"the model's RoPE is rope_style={agree[0]!r} (the oracle with it agrees; {measured}), but "
                      f"checkpoints with {naming.layout.split(',')[0]} hold q and k rows for {implied!r}, so their "
@@ -419,9 +421,12 @@ def _rope_style(model, naming: Naming, cfg: GPTConfig, forward, batch: int, T: i
                      f"cfg=GPTConfig.llama(..., rope_style={agree[0]!r}) to check it as it is)"]
     if agree:          # both agree only at head_dim 2, where the two styles pair the same dimensions
         return cfg, [f"rope_style={implied!r} detected: the oracle with it agrees ({measured})"]
-    closer = min(ROPE_STYLES, key=lambda s: max_error(got, want[s]))
-    return styles[closer], [f"rope_style: the oracle agrees with neither style ({measured}); checked as the "
-                            f"closer, {closer!r}"]
+    depth = {s: agreeing_values(captured, traces[s], tol) for s in ROPE_STYLES}
+    closer = max(ROPE_STYLES, key=lambda s: (depth[s], s == implied))
+    why = (f"the style of the names ({depth[closer]} hooked values agree with either before the first difference)"
+           if len(set(depth.values())) == 1 else "with which more hooked values agree before the first difference ("
+           + ", ".join(f"{s!r} {depth[s]}" for s in ROPE_STYLES) + ")")
+    return styles[closer], [f"rope_style: the oracle agrees with neither style ({measured}); checked as {closer!r}, {why}"]
 
 
 # --8<-- [start:check_torch_model]
