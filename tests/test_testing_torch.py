@@ -4,6 +4,7 @@ first shows."""
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -310,3 +311,13 @@ def test_llama_settings_the_oracle_does_not_compute_are_refused_in_one_line():
         check_torch_model(hf_llama(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}))
     with pytest.raises(UsageError, match=r"do not fit GPTConfig.*bias=True.*: missing \['h.0.mlp.c_fc.bias'"):
         check_torch_model(hf_llama(attention_bias=True))    # biases on q, k, v, o but not the MLP: no tinyref form
+
+
+def test_the_llama_example_checks_both_llamas_and_names_the_tiled_kv_heads(capsys):
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "examples" / "check_llama.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert e.value.code == 0, out
+    assert out.startswith("agrees with the tinyref oracle to float32 precision only") and \
+        "rope_style='half' detected" in out and "rope_style='interleaved' detected" in out
+    assert "first divergence: layers.0.attention output (layers.0.attention_norm agrees)" in out
