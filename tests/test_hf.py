@@ -28,22 +28,28 @@ def hf_model(cfg: GPTConfig, seed: int, activation: str = "gelu_new") -> GPT2LMH
     """A float64 HF GPT-2 in eval mode with N(0, 0.5^2) weights (LayerNorm gains 1 + N(0, 0.5^2)), all at
     float32 values: large enough that every term matters, exactly representable for tinyref's float32."""
     hf_config = GPT2Config(**{**config_to_hf(cfg), "activation_function": activation}, attn_implementation="eager")
-    model = GPT2LMHeadModel(hf_config).double().eval()
+    return randomized(GPT2LMHeadModel(hf_config), seed, lambda name: ".ln_" in f".{name}" and name.endswith(".weight"))
+
+
+def randomized(model, seed: int, is_gain):
+    """``model`` in float64 and eval mode, its weights N(0, 0.5^2) (gains, where ``is_gain(name)``, 1 + N(0, 0.5^2))
+    at float32 values."""
+    model = model.double().eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             x = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5
-            p.copy_((1.0 + x if ".ln_" in f".{name}" and name.endswith(".weight") else x).float().double())
+            p.copy_((1.0 + x if is_gain(name) else x).float().double())
     return model
 
 
-def hf_forward_backward(model, cfg, idx, targets):
-    """(logits, loss, grads) from HF, float64, gradients converted to tinyref's layout."""
+def hf_forward_backward(model, cfg, idx, targets, convert=from_hf):
+    """(logits, loss, grads) from HF, float64, gradients converted to tinyref's layout by ``convert``."""
     model.zero_grad()
     logits = model(torch.tensor(idx)).logits                                  # (B, T, V)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), torch.tensor(targets).reshape(-1))
     loss.backward()
-    grads = from_hf({k: p.grad for k, p in model.named_parameters()}, cfg)
+    grads = convert({k: p.grad for k, p in model.named_parameters()}, cfg)
     return logits.detach().numpy(), loss.item(), grads
 
 
@@ -265,22 +271,12 @@ LLAMA_VARIANT = GPTConfig.llama(13, 16, 24, 3, 2, n_kv_heads=1, d_ff=40, rope_th
 def hf_llama_model(cfg: GPTConfig, seed: int) -> LlamaForCausalLM:
     """A float64 HF Llama (eager attention) with N(0, 0.5^2) weights (RMSNorm gains 1 + N(0, 0.5^2)), at float32 values."""
     model = LlamaForCausalLM._from_config(LlamaConfig(**config_to_hf_llama(cfg)), attn_implementation="eager")
-    model = model.double().eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            x = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5
-            p.copy_((1.0 + x if name.endswith("norm.weight") else x).float().double())
-    return model
+    return randomized(model, seed, lambda name: name.endswith("norm.weight"))
 
 
 def hf_llama_forward_backward(model, cfg, idx, targets):
-    """(logits, loss, grads) from HF's Llama, gradients converted to tinyref's layout by the bridge."""
-    model.zero_grad()
-    logits = model(torch.tensor(idx)).logits                                  # (B, T, V)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), torch.tensor(targets).reshape(-1))
-    loss.backward()
-    return logits.detach().numpy(), loss.item(), from_hf_llama({k: p.grad for k, p in model.named_parameters()}, cfg)
+    """hf_forward_backward for HF's Llama: gradients through the Llama bridge."""
+    return hf_forward_backward(model, cfg, idx, targets, convert=from_hf_llama)
 
 
 def llama_case(cfg, seed):

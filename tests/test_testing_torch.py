@@ -321,3 +321,11 @@ def test_the_llama_example_checks_both_llamas_and_names_the_tiled_kv_heads(capsy
     assert out.startswith("agrees with the tinyref oracle to float32 precision only") and \
         "rope_style='half' detected" in out and "rope_style='interleaved' detected" in out
     assert "first divergence: layers.0.attention output (layers.0.attention_norm agrees)" in out
+
+
+def test_a_position_offset_shared_by_queries_and_keys_is_invisible():
+    """RoPE scores depend only on the distance between positions: a model started at position 3 computes the
+    same logits (what the docs say a check cannot see), unlike queries one position ahead of the keys."""
+    result = check_torch_model(MetaStyleLlama(ModelArgs()), forward=lambda model, idx: model(idx, start_pos=3),
+                               cast_tol=None)
+    assert result.cfg.rope_style == "interleaved" and result.float32_from is None

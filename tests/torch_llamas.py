@@ -160,9 +160,8 @@ class MetaStyleLlama(nn.Module):
         h = self.tok_embeddings(tokens)                                                          # (B, T, C)
         freqs_cis = self.freqs_cis[start_pos: start_pos + seqlen]
         mask = None
-        if seqlen > 1:
-            mask = torch.triu(torch.full((seqlen, seqlen), float("-inf")), diagonal=1)
-            mask = torch.hstack([torch.zeros((seqlen, start_pos)), mask]).type_as(h)
+        if seqlen > 1:     # no KV cache, so no columns of zeros for cached positions before start_pos
+            mask = torch.triu(torch.full((seqlen, seqlen), float("-inf")), diagonal=1).type_as(h)
         for layer in self.layers:
             h = layer(h, start_pos, freqs_cis, mask)
         return self.output(self.norm(h))                                                        # (B, T, V)
