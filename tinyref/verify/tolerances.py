@@ -80,6 +80,21 @@ KEY_BIAS_GRADIENT_ZERO = 1e-12
 # at least 0.41 (oracle, TIED, 20 seeds x 8 positions). 1e-7 is above zero and ~4e6x below that.
 MIN_VISIBLE_CHANGE = 1e-7
 
+# RoPE's relative-position property in float64: a q.k score at positions (p, s) and at (p + d, s + d)
+# differs only by the rounding of cos and sin at angles up to ~1050 rad (tests/test_rope.py's positions),
+# which NumPy computes to ~1 ulp of the angle (~1e-13 absolute). Measured: at most 5.2e-14 of |q| |k| over
+# 3000 random cases in the test's ranges. 1e-12 of |q| |k| leaves ~20x headroom; a position off by one or
+# the other pairing moves the score by O(|q| |k|).
+ROPE_RELATIVE = 1e-12
+
+# RMSNorm is invariant to a positive rescaling of its input up to eps: rmsnorm(c x, eps) equals
+# rmsnorm(x, eps / c^2) exactly in real arithmetic, so in float64 the two differ by rounding alone: a mean
+# square, a square root and two products, each within 1.1e-16 relative; measured at most 2.9e-16 of the
+# row's scale over 5000 of tests/test_layernorm.py's cases. 1e-13 leaves ~300x; a norm over the sum instead of the mean is
+# still scale-invariant, so that bug is the agreement test's to catch, but one that centres the rows or
+# adds eps after the square root moves the output by O(eps / mean square) or more.
+RMSNORM_RESCALED = 1e-13
+
 # The learning-rate schedule, tinyref.optim.lr_at vs oracle.lr_at: both pure Python float64 on the
 # same formula (cos, a division), so results differ by a few ulps at most (~1e-16 relative). 1e-12
 # relative leaves 1e4x headroom; an off-by-one warmup step changes lr by >= 1/warmup_steps (1e-2
