@@ -177,7 +177,19 @@ def loss_functions():
     return loss, dlogits
 
 
-COMPONENT_MODULES = {"layernorm": norm,
+class Rotary(nn.Module):
+    """``rotate`` as a module, for the "rope" component check: cfg's theta and pairing style."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.theta, self.style = llama_field(cfg, "rope_theta"), llama_field(cfg, "rope_style")
+
+    def forward(self, x):
+        return rotate(x, self.theta, self.style)
+
+
+COMPONENT_MODULES = {"layernorm": lambda cfg: nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias),
+                     "rmsnorm": lambda cfg: nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps), "rope": Rotary,
                      "attention": CausalSelfAttention, "feedforward": MLP, "block": Block}
 
 
