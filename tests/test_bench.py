@@ -43,7 +43,7 @@ def test_bench_json_schema():
     assert row["ms_per_step"] > 0 and row["warmup_s"] > 0 and row["peak_mem_mb"] > 0
     # tokens/s is the batch's B*T tokens over the median step time
     assert row["tokens_per_s"] == pytest.approx(8 * 16 / (row["ms_per_step"] / 1000), rel=1e-6)
-    assert report["generation"] == []
+    assert report["generation"] == [] and report["process_per_impl"] is False    # tinyref alone, in this process
 
 
 def test_compare_runs_each_implementation_in_its_own_process(monkeypatch):

@@ -134,5 +134,5 @@ def run(args: argparse.Namespace) -> int:
                     + (" (the window slides past the context, refilling the cache)" if cached["slides"] else ""))
     if args.json:
         print(json.dumps({"machine": {**machine_info(device), "beam": args.beam}, "results": [r.to_dict() for r in results],
-                          "generation": generation}, indent=2))
+                          "generation": generation, "process_per_impl": args.compare}, indent=2))
     return 0
