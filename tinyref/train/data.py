@@ -64,7 +64,7 @@ def check_data_file(path) -> Path:
         raise DataError(f"cannot read data file {path}: {e.strerror or e}") from None
     if not stat.S_ISREG(info.st_mode):    # before opening it: opening a FIFO waits for a writer; /dev/zero never ends
         raise DataError(f"data file {path} is {special_file_kind(info.st_mode)}, not a regular file: give --data "
-                        "a UTF-8 text file (training reads the text to its end, twice)")
+                        "a UTF-8 text file")
     try:
         with open(path, "rb"):
             pass
