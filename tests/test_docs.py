@@ -213,7 +213,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (optional: apt-get install chromium)")
-@pytest.mark.parametrize("page, min_math", [("", 0), ("components/attention/", 20)])
+@pytest.mark.parametrize("page, min_math", [("", 0), ("components/attention/", 20), ("learn/words-as-vectors/", 4)])
 def test_pages_render_math_and_code_in_a_browser(served, tmp_path, page, min_math):
     dom = chromium("--dump-dom", f"{served}/{page}").stdout
     assert 'class="md-content"' in dom, f"/{page} did not load:\n{dom[:500]}"

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-import tinygrad
 from tinygrad import Tensor
 
 from ..errors import UsageError
@@ -32,17 +29,17 @@ from ..model import GPTStyleTransformer
 from ..train import TrainOptions, train
 from ..train.corpus import (DEFAULT_PARAGRAPHS, HELD_OUT_COUNTRIES, RELATIONS, analogy_questions, capitals_corpus,
                             facts_by_category, shuffled_words)
+from ..runtime.devices import select_device
+from .harness import machine_info
 from .report import table
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "learn" / "words-as-vectors.md"
 DATA, MAP = PAGE.with_suffix(".json"), PAGE.with_suffix(".png")
 
-# --8<-- [start:lesson]
 # the lesson's model and run: small enough to train in about a minute on two CPU cores
-LESSON = dict(tokenizer="word", d_model=32, n_heads=4, n_layers=1, context_length=32, batch_size=16, steps=1500,
-              lr=3e-3)
-# --8<-- [end:lesson]
+LESSON = dict(tokenizer="word", d_model=32, n_heads=4, n_layers=1, context_length=32, batch_size=16, steps=1000,
+              lr=1e-2)
 SEEDS = (0, 1, 2)
 NEIGHBOURS = ("paris", "japan", "yen", "french")
 EXAMPLES = (("paris", "france", "tokyo"), ("france", "french", "japan"), ("japan", "yen", "russia"),
@@ -69,12 +66,14 @@ def scores(emb, questions, groups) -> dict:
 
 
 def chance(emb, questions, groups) -> dict:
-    """What answers drawn uniformly from the candidate words (all words but a, b, c) would score."""
+    """What answers drawn uniformly from the candidate words (all words but a, b, c) would score, and
+    the accuracy of answers drawn from the candidates of the right kind only (``within_kind``)."""
     words = {emb.tokens[i] for i in emb.words}
     kind = {w: g for g, ws in groups.items() for w in ws}
     n = [len(words - set(q[:3])) for q in questions]
     right = [len(set(groups[kind[q[3]]]) - set(q[:3])) for q in questions]
-    return {"accuracy": float(np.mean([1 / k for k in n])), "right_kind": float(np.mean(np.divide(right, n)))}
+    return {"accuracy": float(np.mean([1 / k for k in n])), "right_kind": float(np.mean(np.divide(right, n))),
+            "within_kind": float(np.mean([1 / k for k in right]))}
 
 
 def run_seed(seed: int, workdir: Path, paragraphs: int, log=print) -> tuple[dict, object]:
@@ -82,7 +81,6 @@ def run_seed(seed: int, workdir: Path, paragraphs: int, log=print) -> tuple[dict
     groups, held_out, dev = facts_by_category(), analogy_questions(True), analogy_questions(False)
     text = capitals_corpus(paragraphs, seed)
     result = {"seed": seed}
-    trained_emb = None
     for name, body in (("trained", text), ("shuffled", shuffled_words(text, seed))):
         data = workdir / f"{name}-{seed}.txt"
         data.write_text(body)
@@ -96,16 +94,16 @@ def run_seed(seed: int, workdir: Path, paragraphs: int, log=print) -> tuple[dict
             f"{result[name]['train_seconds']:.0f} s")
         if name == "trained":
             trained_emb, config, tokenizer = emb, run.model.config, run.tokenizer
-    Tensor.manual_seed(seed)                            # train() builds its model right after this same call
-    untrained = load_embeddings(_Loaded(GPTStyleTransformer(config), tokenizer))
+    untrained = untrained_embeddings(config, tokenizer, seed)
     result["untrained"] = {"held_out": scores(untrained, held_out, groups), "dev": scores(untrained, dev, groups)}
     result["chance"] = {"held_out": chance(trained_emb, held_out, groups), "dev": chance(trained_emb, dev, groups)}
     return result, trained_emb
 
 
-class _Loaded:
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
+def untrained_embeddings(config, tokenizer, seed: int):
+    """The embeddings a run with this config and seed starts from: train() seeds tinygrad and builds its model."""
+    Tensor.manual_seed(seed)
+    return load_embeddings(SimpleNamespace(model=GPTStyleTransformer(config), tokenizer=tokenizer))
 
 
 def examples(emb) -> dict:
@@ -120,15 +118,9 @@ def examples(emb) -> dict:
                     "variance": variance.tolist()}}
 
 
-def machine() -> dict:
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()],
-            "python": platform.python_version(), "tinygrad": tinygrad.__version__}
-
-
 def measure(seeds=SEEDS, paragraphs: int = DEFAULT_PARAGRAPHS, log=print) -> dict:
-    data = {"machine": machine(), "lesson": LESSON, "paragraphs": paragraphs, "held_out_countries": list(HELD_OUT_COUNTRIES),
-            "questions": {"held_out": len(analogy_questions(True)), "dev": len(analogy_questions(False))}, "runs": []}
+    data = {"machine": machine_info(select_device(None)), "lesson": LESSON, "paragraphs": paragraphs,
+            "held_out_countries": list(HELD_OUT_COUNTRIES), "questions": {"held_out": len(analogy_questions(True)), "dev": len(analogy_questions(False))}, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             result, emb = run_seed(seed, Path(tmp), paragraphs, log)
@@ -146,15 +138,17 @@ REGION = re.compile(r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!--
 
 def spread(values: list[float], spec: str = ".1%") -> str:
     """The mean, and the range over seeds when there are several."""
-    mean = format(float(np.mean(values)), spec)
-    return mean if len(values) == 1 else f"{mean} ({format(min(values), spec)} to {format(max(values), spec)})"
+    low, mean, high = (format(float(v), spec) for v in (min(values), np.mean(values), max(values)))
+    return mean if low == high else f"{mean} ({low} to {high})"
 
 
 def accuracy_section(data: dict) -> list[str]:
     runs = data["runs"]
-    rows = [["chance (a word drawn at random)", spread([r["chance"]["held_out"]["accuracy"] for r in runs]),
+    rows = [["chance: a word drawn at random", spread([r["chance"]["held_out"]["accuracy"] for r in runs]),
              spread([r["chance"]["held_out"]["right_kind"] for r in runs]), spread([r["chance"]["dev"]["accuracy"] for r in runs]),
-             "-", "-"]]
+             "-", "-"],
+            ["chance: a word of the right kind drawn at random", spread([r["chance"]["held_out"]["within_kind"] for r in runs]),
+             "100%", spread([r["chance"]["dev"]["within_kind"] for r in runs]), "-", "-"]]
     for key, name in (("untrained", "untrained (same seed, step 0)"), ("trained", "**trained**"),
                       ("shuffled", "trained on shuffled words (control)")):
         rows.append([name, *(spread([r[key][split][m] for r in runs]) for split, m in
@@ -172,12 +166,26 @@ def accuracy_section(data: dict) -> list[str]:
 def setup_section(data: dict) -> list[str]:
     runs, m = data["runs"], data["machine"]
     seconds = [r["trained"]["train_seconds"] for r in runs]
+    settings = ", ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in data["lesson"].items())
+    return [f"{data['paragraphs']:,} paragraphs ({data['words']} distinct words); {settings}. Seeds "
+            f"{', '.join(str(r['seed']) for r in runs)}: the seed draws the text, the initial weights and the batches. "
+            f"Training took {spread(seconds, '.0f')} seconds on {m['cores']} cores ({m['cpu']}; load average "
+            f"{m['load_average'][0]} at the start, {m['date'][:10]}; Python {m['python']}, tinygrad {m['tinygrad']}), "
+            f"to a validation loss of {spread([r['trained']['val_loss'] for r in runs], '.3f')} nats per token."]
+
+
+def reader_section(data: dict) -> list[str]:
+    """The reader's commands (seed 0) and what the seed-0 run printed for them."""
+    near = ", ".join(f"{w} ({c:+.2f})" for w, c in data["neighbours"]["paris"][:3])
+    ask = next(ex for ex in data["analogies"] if ex["question"] == ["paris", "france", "tokyo"])
+    answers = ", ".join(f"{w} ({c:+.2f})" for w, c in ask["answers"])
     return ["```bash", f"tinyref corpus capitals --out capitals.txt --paragraphs {data['paragraphs']}",
-            train_command(), "```", "",
-            f"Seeds {', '.join(str(r['seed']) for r in runs)} (the seed draws the text, the initial weights and the "
-            f"batches). Training took {spread(seconds, '.0f')} seconds on {m['cores']} cores of a {m['cpu']} "
-            f"(load average {m['load_average'][0]} at the start, {m['date'][:10]}; Python {m['python']}, tinygrad "
-            f"{m['tinygrad']}); validation loss {spread([r['trained']['val_loss'] for r in runs], '.3f')} nats per token."]
+            train_command(), "tinyref embeddings --checkpoint runs/capitals --word paris --analogy paris france tokyo "
+            "--plot capitals.png", "```", "",
+            f"The run is seed {data['runs'][0]['seed']}'s above, so on a machine like this one the last command "
+            f"lists paris's nearest words as {near}, ...; answers paris : france :: tokyo : ? with {answers}; and "
+            "draws every word on the map into `capitals.png` (in grey: the command does not know the kinds). Elsewhere the numbers may "
+            "differ in the last digits, and the kinds stay apart."]
 
 
 def neighbours_section(data: dict) -> list[str]:
@@ -200,7 +208,7 @@ def map_section(data: dict) -> list[str]:
             f"{data['words']} word vectors."]
 
 
-SECTIONS = {"setup": setup_section, "accuracy": accuracy_section, "neighbours": neighbours_section,
+SECTIONS = {"setup": setup_section, "reader": reader_section, "accuracy": accuracy_section, "neighbours": neighbours_section,
             "analogies": analogies_section, "map": map_section}
 
 

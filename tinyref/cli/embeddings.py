@@ -10,7 +10,7 @@ from ..train.checkpoint import TOKENIZER_FILE, read_checkpoint
 from ..train.runs import checkpoint_dir
 from .flags import POSITIVE
 
-MAP_WORDS = 80          # the map labels at most this many words unless --words names them
+MAP_WORDS = 150         # the map labels at most this many words unless --words names them
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

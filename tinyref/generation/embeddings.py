@@ -94,7 +94,8 @@ def check_top(top: int | None, emb: Embeddings, excluded: int) -> int:
     if top is None:
         return min(TOP, available)
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= available:
-        raise UsageError(f"--top must lie in [1, {available}]: the vocabulary has {available} other words, got {top!r}")
+        raise UsageError(f"--top must lie in [1, {available}]: the vocabulary has {available} other "
+                         f"word{'s' * (available != 1)}, got {top!r}")
     return top
 
 

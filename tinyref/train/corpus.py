@@ -1,12 +1,13 @@
 """A small structured corpus in which words-as-vectors can be seen: sentences about countries, their
 capitals, languages and currencies, drawn from varied templates with a seeded generator.
 
-A country and its capital share their language and currency sentences, and each kind of word fills
-its own slots, so next-token prediction has a reason to give a capital and its country vectors that
-differ by one common "capital -> country" offset. The analogy questions test exactly that. The
-model never trains on a question; "held out" means the questions whose answer pair is one of
-HELD_OUT_COUNTRIES were never looked at while the templates, model size and steps were chosen.
-Every word they use does appear in the text (a word never seen has no trained vector).
+Each kind of word fills its own slots, and a country and its capital share their language and
+currency sentences, so the text holds both what sorts words by kind and what pairs a capital with
+its country; the analogy questions ask for the pairing (docs/learn/words-as-vectors.md measures how
+much of each a small model learns). The model never trains on a question; "held out" means the
+questions whose answer pair is one of HELD_OUT_COUNTRIES were set aside while the templates were
+designed (on the other, development questions). Every word they use does appear in the text (a
+word never seen has no trained vector).
 """
 from __future__ import annotations
 
