@@ -165,8 +165,9 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     then projected on the two directions along which they vary most, the first two right singular
     vectors of the centred matrix (X = U S V^T, so X V[:, :2] = U[:, :2] S[:2])."""
     X = vectors - vectors.mean(axis=0)                              # (N, C)
-    _, S, Vt = np.linalg.svd(X, full_matrices=False)
-    Vt = Vt * np.where(Vt[np.arange(len(Vt)), np.abs(Vt).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]   # a fixed sign
+    _, S, Vt = np.linalg.svd(X, full_matrices=False)                # Vt: (C, C), rows = directions
+    largest = Vt[np.arange(len(Vt)), np.abs(Vt).argmax(axis=1)]
+    Vt = Vt * np.where(largest < 0, -1.0, 1.0)[:, None]             # a direction's sign is arbitrary: fix it
     variance = S**2 / max(float(np.sum(S**2)), 1e-300)
     return X @ Vt[:2].T, variance[:2]
 # --8<-- [end:pca]
