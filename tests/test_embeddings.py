@@ -91,6 +91,11 @@ def test_a_word_outside_the_vocabulary_gets_close_words_and_a_split_word_is_expl
     emb = Embeddings(np.eye(7), [pieces.hf.id_to_token(i) for i in range(7)], "wordpiece", pieces)
     with pytest.raises(UsageError, match=r"'aab' is not one token .* 3 pieces \('a', '##a', '##b'\)"):
         emb.index("aab")
+    bpe = train_tokenizer("bpe", ["paris is the capital of france. tokyo is the capital of japan. " * 30], vocab_size=300)
+    emb = Embeddings(np.eye(bpe.vocab_size), [bpe.hf.id_to_token(i) for i in range(bpe.vocab_size)], "bpe", bpe)
+    assert emb.tokens[emb.index("Ġtokyo")] == "Ġtokyo"              # the word after a space is one token...
+    with pytest.raises(UsageError, match=r"'tokyo' is not one token of this bpe tokenizer but 3 pieces .* close token: Ġtokyo"):
+        emb.index("tokyo")                                          # ...the same word at the start of a text three
     with pytest.raises(UsageError, match=r"--top must lie in \[1, 1\]: the vocabulary has 1 other word, got 2"):
         nearest(words, "paris", top=2)                       # one word besides paris: france (' ' is no word)
     assert [w for w, _ in nearest(words, "paris")] == ["france"]        # the default lists all there are when fewer than 10

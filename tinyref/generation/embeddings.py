@@ -40,16 +40,17 @@ class Embeddings:
         ids = {t: i for i, t in enumerate(self.tokens)}
         if word in ids:
             return ids[word]
+        close = difflib.get_close_matches(word, [self.tokens[i] for i in self.words], n=5, cutoff=0.6)
+        close = ", ".join(close) + (" (Ġ marks a word after a space)" if any(c[0] == "Ġ" for c in close) else "")
         pieces = self._pieces(word)
         if len(pieces) > 1:
             shown = ", ".join(repr(p) for p in pieces[:6]) + (", ..." if len(pieces) > 6 else "")
             raise UsageError(f"{word!r} is not one token of this {self.kind} tokenizer but {len(pieces)} pieces "
-                             f"({shown}); only single tokens have a vector: ask for one piece, or train on "
-                             "--tokenizer word to give every word its own")
-        close = difflib.get_close_matches(word, [self.tokens[i] for i in self.words], n=5, cutoff=0.6)
-        hint = f"close: {', '.join(close)}" if close else "no token is close; list them with --plot"
-        raise UsageError(f"{word!r} is not in the vocabulary of this {self.kind} tokenizer "
-                         f"({len(self.tokens)} tokens); {hint}")
+                             f"({shown}), and only single tokens have a vector: ask for a piece"
+                             + (f", or a close token: {close}" if close else "")
+                             + "; or train with --tokenizer word, which gives every word its own")
+        raise UsageError(f"{word!r} is not in the vocabulary of this {self.kind} tokenizer ({len(self.tokens)} "
+                         "tokens); " + (f"close: {close}" if close else "no token is close; list them with --plot"))
 
     def _pieces(self, word: str) -> list[str]:
         """The tokens ``word`` encodes to ([] if the tokenizer cannot encode it)."""
