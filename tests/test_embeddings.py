@@ -15,8 +15,8 @@ from tinyref import GPTStyleTransformer, UsageError
 from tinyref.bench import analogies
 from tinyref.bench.analogies import chance, scores, untrained_embeddings
 from tinyref.cli import main
-from tinyref.generation.embeddings import (Embeddings, analogy, analogy_accuracy, cluster_cosines, load_embeddings,
-                                           nearest, pca_2d)
+from tinyref.generation.embeddings import (Embeddings, analogy, analogy_accuracy, answer_analogies, cluster_cosines,
+                                           load_embeddings, nearest, pca_2d)
 from tinyref.train import TrainOptions, train
 from tinyref.train.checkpoint import save_checkpoint
 from tinyref.train.corpus import (FACTS, HELD_OUT_COUNTRIES, analogy_questions, capitals_corpus, facts_by_category,
@@ -53,6 +53,14 @@ def test_analogy_is_b_minus_a_plus_c_with_the_question_words_excluded():
     assert "woman" not in [w for w, _ in found]                  # cos 0.79, but a question word
     assert analogy_accuracy(emb, [("man", "king", "woman", "queen")]) == 1.0
     assert analogy_accuracy(emb, [("king", "man", "queen", "woman")]) == 1.0        # the reverse holds too
+
+
+def test_many_questions_at_once_get_the_answers_of_one_at_a_time():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(12)]
+    emb = Embeddings(rng.normal(size=(13, 5)), words + ["."])
+    questions = [tuple(rng.choice(words, size=4, replace=False)) for _ in range(30)]
+    assert answer_analogies(emb, questions) == [analogy(emb, *q[:3], top=1)[0][0] for q in questions]
 
 
 def test_a_planted_sign_error_in_the_analogy_is_caught(monkeypatch):

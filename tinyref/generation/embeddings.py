@@ -40,8 +40,8 @@ class Embeddings:
         ids = {t: i for i, t in enumerate(self.tokens)}
         if word in ids:
             return ids[word]
-        close = difflib.get_close_matches(word, [self.tokens[i] for i in self.words], n=5, cutoff=0.6)
-        close = ", ".join(close) + (" (Ġ marks a word after a space)" if any(c[0] == "Ġ" for c in close) else "")
+        near = difflib.get_close_matches(word, [self.tokens[i] for i in self.words], n=5, cutoff=0.6)
+        close = ", ".join(near) + (" (Ġ marks a word after a space)" if any(w[0] == "Ġ" for w in near) else "")
         pieces = self._pieces(word)
         if len(pieces) > 1:
             shown = ", ".join(repr(p) for p in pieces[:6]) + (", ..." if len(pieces) > 6 else "")
