@@ -18,6 +18,10 @@ COMMANDS = {
     "attention": ("tinyref.cli.attention", "draw a checkpoint's attention weights on a text as heatmaps (PNG)"),
     "eval": ("tinyref.cli.eval", "a checkpoint's loss, perplexity and bits per character on a text file; "
                                  "with --samples, distinct-n and repetition of sampled text"),
+    "embeddings": ("tinyref.cli.embeddings", "a checkpoint's words as vectors: nearest words, analogies (B - A + C), "
+                                             "a 2-D map by PCA (PNG)"),
+    "corpus": ("tinyref.cli.corpus", "write a generated text to train on (capitals: countries, capitals, languages, "
+                                     "currencies)"),
     "bench": ("tinyref.cli.bench", "time training steps (and generation), against PyTorch and the oracle with --compare"),
 }
 
@@ -60,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(f"tinyref: error: out of memory ({' '.join(str(e).split())}): use a smaller model, batch or text\n")
         return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("tinyref: error: interrupted\n")
+    except KeyboardInterrupt as e:          # train's says where the run stopped and how to continue it
+        sys.stderr.write(f"tinyref: error: {e or 'interrupted'}\n")
         return 130
 
 

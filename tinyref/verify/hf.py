@@ -41,7 +41,7 @@ HF_LLAMA_ACTIVATIONS = {"silu": "silu", **ACTIVATIONS_FROM_HF}    # LlamaConfig.
 
 # --8<-- [start:llama_modules]
 # tinyref's modules -> LlamaForCausalLM's ("{i}" is the block); a tuple is stacked by rows into one tinyref layer
-LLAMA_MODULES = {"wte": "model.embed_tokens", "h.{i}.ln_1": "model.layers.{i}.input_layernorm",
+LLAMA_MODULES = {"wte": "model.embed_tokens", "h.{i}": "model.layers.{i}", "h.{i}.ln_1": "model.layers.{i}.input_layernorm",
                  "h.{i}.attn": "model.layers.{i}.self_attn",
                  "h.{i}.attn.c_attn": ("model.layers.{i}.self_attn.q_proj", "model.layers.{i}.self_attn.k_proj",
                                        "model.layers.{i}.self_attn.v_proj"),
@@ -137,7 +137,7 @@ def config_from_hf_llama(hf: dict) -> GPTConfig:
         raise ConfigError(f"hidden_act={act!r}: tinyref's gated MLP computes {sorted(HF_LLAMA_ACTIVATIONS)} only; "
                           "convert a model with one of those")
     rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    scaling = rope_scaling(hf.get("rope_parameters"), hf.get("rope_scaling"))
     if scaling:
         raise ConfigError(f"rope scaling {scaling!r} is not computed by tinyref (plain RoPE, rope_type 'default', only); "
                           "convert a model without rope_scaling")
@@ -157,6 +157,12 @@ def config_from_hf_llama(hf: dict) -> GPTConfig:
                            d_ff=hf["intermediate_size"], rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
                            layer_norm_eps=hf.get("rms_norm_eps", 1e-6), tie_embeddings=hf.get("tie_word_embeddings", False),
                            activation=HF_LLAMA_ACTIVATIONS[act], bias=hf.get("attention_bias", False))
+
+
+def rope_scaling(*settings) -> dict | None:
+    """The first of a LlamaConfig's ``rope_parameters`` / ``rope_scaling`` that asks for more than plain RoPE, or None."""
+    return next((s for s in settings if isinstance(s, dict) and s.get("rope_type", s.get("type", "default")) != "default"),
+                None)
 
 
 def config_to_hf_llama(cfg: GPTConfig) -> dict:
