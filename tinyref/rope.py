@@ -28,8 +28,12 @@ class RotaryPositionalEmbedding:
         cos, sin = cos.cast(x.dtype), sin.cast(x.dtype)
         if self.style == "half":
             a, b = x[..., :hd // 2], x[..., hd // 2:]                       # pair j: (j, j + hd/2)
-            return (a * cos - b * sin).cat(a * sin + b * cos, dim=-1)       # (..., T, hd)
-        pairs = x.reshape(*x.shape[:-1], hd // 2, 2)                        # "interleaved", pair j: (2j, 2j + 1)
-        a, b = pairs[..., 0], pairs[..., 1]
-        return (a * cos - b * sin).stack(a * sin + b * cos, dim=-1).reshape(x.shape)   # (..., T, hd)
+            turned = (a * cos - b * sin).cat(a * sin + b * cos, dim=-1)     # (..., T, hd)
+        else:
+            pairs = x.reshape(*x.shape[:-1], hd // 2, 2)                    # "interleaved", pair j: (2j, 2j + 1)
+            a, b = pairs[..., 0], pairs[..., 1]
+            turned = (a * cos - b * sin).stack(a * sin + b * cos, dim=-1).reshape(x.shape)   # (..., T, hd)
+        # stored once: left lazy, the turn (cos and sin included) is recomputed inside every matmul that reads it,
+        # for each of the T scores a q or k element meets (the math is unchanged)
+        return turned.contiguous()
 # --8<-- [end:rope]
