@@ -72,6 +72,18 @@ def test_the_page_says_how_peak_memory_was_measured(tmp_path):
     assert "the implementation's own process rose while it ran" in report.render(report.load(data))
 
 
+def test_each_oracle_json_gets_its_models_section(tmp_path):
+    """oracle-gpt2.json and oracle-smollm.json each render a table under their model's name, ratios as written."""
+    data = write_inputs(tmp_path / "results", [row("S", "tinyref", 1.0, 3000.0)])
+    results = [{"impl": "oracle", "seconds": 60.0, "peak_mem_mb": 6200.0, "time_ratio": 1.2, "memory_ratio": 1.1},
+               {"impl": "torch-hf", "seconds": 50.0, "peak_mem_mb": 5636.4, "time_ratio": 1.0, "memory_ratio": 1.0}]
+    (data / "oracle-smollm.json").write_text(json.dumps({"shape": {"layers": 30, "kv_heads": 3}, "results": results}))
+    page = report.render(report.load(data))
+    assert "## The oracle at SmolLM-135M's size" in page and "GPT-2 small's size" not in page
+    assert "`tinyref bench --oracle-smollm --runs 3 --json`: float64 forward and backward (layers 30, kv_heads 3)" in page
+    assert "| oracle | 60.0 | 6,200 | 1.20 | 1.10 |" in page and "| torch-hf | 50.0 | 5,636 | 1.00 | 1.00 |" in page
+
+
 def test_missing_json_names_the_command_that_writes_it(tmp_path):
     (tmp_path / "results").mkdir()
     with pytest.raises(UsageError, match="lacks bench.json, check.json: write it with 'tinyref bench --config all"):

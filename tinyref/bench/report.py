@@ -25,7 +25,10 @@ SOURCES = {
     "bench-profile.json": "tinyref bench --config all --profile --json",
     "check.json": "tinyref check --device all --dtype float32 bfloat16 float16 --model gpt2 nanogpt --json",
     "oracle-gpt2.json": "tinyref bench --oracle-gpt2 --runs 3 --json",
+    "oracle-smollm.json": "tinyref bench --oracle-smollm --runs 3 --json",
 }
+# the oracle's JSON -> the model whose shape it timed
+ORACLE_MODELS = {"oracle-gpt2.json": "GPT-2 small", "oracle-smollm.json": "SmolLM-135M"}
 REQUIRED = ("bench.json", "check.json")
 
 
@@ -120,15 +123,16 @@ def check_section(check: dict) -> list[str]:
             *table(["device", "model", "dtype", "forward err", "gradient err", "causal", "seconds", "verdict"], rows)]
 
 
-def oracle_gpt2_section(data: dict, images: dict[str, str]) -> list[str]:
+def oracle_section(name: str, data: dict, images: dict[str, str]) -> list[str]:
     rows = [[r["impl"], fmt(r["seconds"], ".1f"), fmt(r["peak_mem_mb"], ",.0f"), fmt(r.get("time_ratio"), ".2f"),
              fmt(r.get("memory_ratio"), ".2f")] for r in data["results"]]
     shape = data.get("shape", {})
     what = ", ".join(f"{k} {v}" for k, v in shape.items())
-    return ["## The oracle at GPT-2 small's size", "", f"`{SOURCES['oracle-gpt2.json']}`: float64 forward and backward "
+    model = ORACLE_MODELS[name]
+    return [f"## The oracle at {model}'s size", "", f"`{SOURCES[name]}`: float64 forward and backward "
             f"({what}), random weights; each implementation in its own process.", "",
-            *figure(images, "oracle-gpt2.png", "Bar charts: seconds and peak memory of one GPT-2 small step, the "
-                    "oracle against Hugging Face's GPT-2 in PyTorch"),
+            *figure(images, name.replace(".json", ".png"), f"Bar charts: seconds and peak memory of one {model} step, "
+                    "the oracle against Hugging Face's model in PyTorch"),
             *table(["implementation", "seconds", "peak MB", "time vs PyTorch", "memory vs PyTorch"], rows)]
 
 
@@ -162,8 +166,9 @@ def render(data: dict[str, dict], images: dict[str, str] | None = None) -> str:
     if "bench-profile.json" in data:
         lines += profile_section(data["bench-profile.json"], images)
     lines += [*check_section(data["check.json"]), ""]
-    if "oracle-gpt2.json" in data:
-        lines += [*oracle_gpt2_section(data["oracle-gpt2.json"], images), ""]
+    for name in ORACLE_MODELS:
+        if name in data:
+            lines += [*oracle_section(name, data[name], images), ""]
     return "\n".join(lines)
 
 
