@@ -109,3 +109,14 @@ def test_an_interleaved_model_is_a_half_model_with_permuted_q_and_k_rows(seed):
     got, _ = oracle.gpt_forward(idx, interleaved_to_half_rows(inter, inter_cfg), half_cfg)
     np.testing.assert_allclose(got, expected, rtol=FLOAT64_REARRANGED, atol=FLOAT64_REARRANGED)
 # --8<-- [end:test_styles]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_the_oracle_turns_in_place_as_into_a_fresh_array(style):
+    """``rope_forward(x, ..., out=x)`` (attention's use: over the projection's output) writes into x exactly
+    the numbers the default, a fresh array, holds: each half is computed before either is written."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 8))
+    expected, _ = oracle.rope_forward(x, None, 2.0, style)
+    given_x = x.copy()
+    got, _ = oracle.rope_forward(given_x, None, 2.0, style, out=given_x)
+    assert got is given_x and np.array_equal(got, expected)
