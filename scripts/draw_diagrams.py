@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 import oracle  # noqa: E402  (the repository's oracle, importable without installing)
 
 OUT = ROOT / "docs" / "diagrams"
-PAIR_COLOURS = ("#3f51b5", "#ff5722", "#009688", "#9c27b0")   # one per rotated pair j
-POSITIVE, NEGATIVE = "#3f51b5", "#ff5722"                       # the heatmaps' signs
+PAIR_COLOURS = ("#1e88e5", "#ff5722", "#009688", "#9c27b0")   # one per rotated pair j
+POSITIVE, NEGATIVE = "#1e88e5", "#ff5722"                       # the heatmaps' signs
 
 
 def figure(width: int, height: int, label: str, body: list[str], caption: str) -> str:
