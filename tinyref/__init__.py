@@ -7,9 +7,10 @@ from .errors import CheckpointError, ConfigError, DataError, DeviceError, Tinyre
 from .generation.evaluation import evaluate
 from .feedforward import PositionWiseFeedForward
 from .generation.sampling import generate
-from .layernorm import LayerNorm
+from .layernorm import LayerNorm, RMSNorm
 from .loss import cross_entropy
 from .model import GPTStyleTransformer, check_token_ids
+from .rope import RotaryPositionalEmbedding
 from .generation.attention_maps import attention_maps
 
 __version__ = "0.1.0"
