@@ -1,4 +1,5 @@
-"""tinyref: a GPT-2 style transformer in tinygrad, checked against a NumPy oracle."""
+"""tinyref: a GPT-2 style transformer (and the Llama family: RoPE, RMSNorm, gated MLPs, GQA) in tinygrad,
+checked against a NumPy oracle."""
 from .attention import MultiHeadSelfAttention, causal_mask
 from .block import TransformerDecoderBlock
 from .config import GPTConfig
