@@ -236,7 +236,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (optional: apt-get install chromium)")
 @pytest.mark.parametrize("page, min_math, language", [
-    ("", 0, "python"), ("components/attention/", 20, "python"),
+    ("", 0, "python"), ("components/attention/", 20, "python"), ("components/rope/", 20, "python"),
     # the lessons: each ends with the command to run (bash)
     ("learn/", 0, "bash"), ("learn/attention/", 8, "bash"), ("learn/architecture/", 8, "bash"),
     ("learn/training/", 4, "bash")])
