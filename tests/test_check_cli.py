@@ -168,6 +168,29 @@ def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, 
     assert row.ok is False and "logits" in row.reason
 
 
+def test_the_llama_variant_is_checked_on_request(default_backend):
+    """--model llama: rotary positions, RMSNorm, SwiGLU and grouped-query attention agree on the check case."""
+    case = tinyref.verify.check.case_for(default_backend, "llama")
+    cfg = case.config
+    assert (cfg.positions, cfg.norm, cfg.activation, cfg.gated_mlp, cfg.bias, cfg.tie_embeddings) == (
+        "rope", "rmsnorm", "silu", True, False, False)
+    assert cfg.n_kv_heads == 2
+    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "llama")
+    assert (row.model, row.ok, row.causal_ok) == ("llama", True, True), row
+    assert 0 < row.forward_max_err < FLOAT32.atol and 0 < row.grad_max_err < FLOAT32_GRAD.atol
+
+
+def test_the_llama_check_fails_when_the_oracle_pairs_other_rotary_dimensions(default_backend, monkeypatch):
+    """Negative control: the Llama run judged against an oracle that rotates interleaved pairs fails on the logits."""
+    real = tinyref.verify.check.run_oracle
+
+    def oracle_interleaved(case, *args):
+        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, rope_style="interleaved")), *args)
+    monkeypatch.setattr(tinyref.verify.check, "run_oracle", oracle_interleaved)
+    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "llama")
+    assert row.ok is False and "logits" in row.reason
+
+
 @pytest.fixture
 def fake_processes(monkeypatch):
     """subprocess.Popen in tinyref.cli.check replaced by a Python one-liner per device: ``scripts[device]`` is its
