@@ -26,19 +26,39 @@ from tinyref.testing import ReferenceMismatch, assert_component_matches, assert_
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
 
 
-# --- the model under test: a GPT-2 in PyTorch (with nanoGPT's exact-GELU and bias-free variants) -------------------------------------------------
+# --- the model under test: a GPT-2 in PyTorch (with nanoGPT's exact-GELU and bias-free variants, and the Llama
+# family's rotary positions, RMSNorm, gated MLP and grouped-query attention) ---------------------------------------
+
+def rotate(x, theta: float, style: str):
+    """Rotary positions: pair j of the (B, H, T, hd) vector at position p turns by p * theta^(-2j/hd); "half"
+    pairs j with j + hd/2 (Hugging Face's rotate_half), "interleaved" 2j with 2j + 1 (Meta's)."""
+    T, hd = x.shape[-2:]
+    angles = torch.arange(T, dtype=x.dtype)[:, None] * theta ** (-torch.arange(0, hd, 2, dtype=x.dtype) / hd)
+    cos, sin = angles.cos(), angles.sin()                                     # (T, hd/2)
+    if style == "half":
+        a, b = x[..., :hd // 2], x[..., hd // 2:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.n_heads = cfg.n_heads
-        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.cfg, self.n_heads, self.n_kv_heads = cfg, cfg.n_heads, getattr(cfg, "n_kv_heads", None) or cfg.n_heads
+        hd = cfg.d_model // cfg.n_heads
+        self.c_attn = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * hd, bias=cfg.bias)   # [q | k | v]
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)                              # 3 x (B, T, C)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        hd, kv = C // self.n_heads, self.n_kv_heads * (C // self.n_heads)
+        q, k, v = self.c_attn(x).split([C, kv, kv], dim=2)                     # (B, T, C), (B, T, KV hd) x 2
+        q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))   # (B, H, T, hd), (B, KV, T, hd) x 2
+        if getattr(self.cfg, "positions", "learned") == "rope":
+            q, k = (rotate(t, self.cfg.rope_theta, self.cfg.rope_style) for t in (q, k))
+        group = self.n_heads // self.n_kv_heads                                # query head h reads kv head h // group
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)   # (B, H, T, hd)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))            # (B, H, T, T)
         att = F.softmax(self.causal_mask(scores), dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, C)                        # heads side by side
@@ -54,20 +74,32 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"   # "gelu": nn.GELU()'s exact erf
+        activation = getattr(cfg, "activation", "gelu_tanh")
+        self.act = F.silu if activation == "silu" else lambda x: F.gelu(x, approximate="tanh" if activation == "gelu_tanh"
+                                                                          else "none")   # "gelu": nn.GELU()'s exact erf
         self.c_fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.c_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias) if getattr(cfg, "gated_mlp", False) else None
         self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
+        if self.c_gate is not None:                                           # SwiGLU / GeGLU
+            return self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x))
+        return self.c_proj(self.act(self.c_fc(x)))
+
+
+def norm(cfg):
+    """LayerNorm, or RMSNorm (no bias) for ``norm="rmsnorm"``."""
+    if getattr(cfg, "norm", "layernorm") == "rmsnorm":
+        return nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
 
 
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.ln_1 = norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.ln_2 = norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, x):
@@ -79,13 +111,16 @@ class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.context_length, cfg.d_model)
+        learned = getattr(cfg, "positions", "learned") == "learned"         # rotary: positions turn q and k instead
+        self.wpe = nn.Embedding(cfg.context_length, cfg.d_model) if learned else None
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.ln_f = norm(cfg)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
     def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))              # (B, T, C)
+        x = self.wte(idx)                                                     # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(idx.size(1)))
         for block in self.h:
             x = block(x)
         x = self.ln_f(x)

@@ -181,7 +181,7 @@ def test_an_existing_directory_is_kept_without_overwrite_and_replaced_with_it(tm
 
 
 @pytest.mark.parametrize("make_config, status, phrase", [
-    (lambda d: "tiny", 2, "--config 'tiny' is neither a preset (small, untied, demo, nanogpt) nor a JSON file"),
+    (lambda d: "tiny", 2, "--config 'tiny' is neither a preset (small, untied, demo, nanogpt, llama) nor a JSON file"),
     (lambda d: d / "cfg.json", 2, "cannot read"),                                               # not JSON
     (lambda d: d / "heads.json", 2, "heads.json"),                                              # invalid GPTConfig
 ])
