@@ -157,14 +157,19 @@ def test_the_nanogpt_variant_is_checked_on_request(default_backend, capsys):
     assert status == 0 and [r["model"] for r in report["devices"]] == ["gpt2"]
 
 
-def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, monkeypatch):
-    """Negative control: the variant's run judged against the oracle of GPT-2's tanh GELU fails on the logits."""
+def row_against_another_oracle(monkeypatch, device: str, model: str, **fields):
+    """The check row of ``model`` on ``device`` judged against the oracle of its config with ``fields`` replaced."""
     real = tinyref.verify.check.run_oracle
 
-    def oracle_of_gpt2(case, *args):
-        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, activation="gelu_tanh")), *args)
-    monkeypatch.setattr(tinyref.verify.check, "run_oracle", oracle_of_gpt2)
-    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "nanogpt")
+    def other_oracle(case, *args):
+        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, **fields)), *args)
+    monkeypatch.setattr(tinyref.verify.check, "run_oracle", other_oracle)
+    return tinyref.verify.check.check_one(device, "float32", 0, model)
+
+
+def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, monkeypatch):
+    """Negative control: the variant's run judged against the oracle of GPT-2's tanh GELU fails on the logits."""
+    row = row_against_another_oracle(monkeypatch, default_backend, "nanogpt", activation="gelu_tanh")
     assert row.ok is False and "logits" in row.reason
 
 
@@ -182,12 +187,7 @@ def test_the_llama_variant_is_checked_on_request(default_backend):
 
 def test_the_llama_check_fails_when_the_oracle_pairs_other_rotary_dimensions(default_backend, monkeypatch):
     """Negative control: the Llama run judged against an oracle that rotates interleaved pairs fails on the logits."""
-    real = tinyref.verify.check.run_oracle
-
-    def oracle_interleaved(case, *args):
-        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, rope_style="interleaved")), *args)
-    monkeypatch.setattr(tinyref.verify.check, "run_oracle", oracle_interleaved)
-    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "llama")
+    row = row_against_another_oracle(monkeypatch, default_backend, "llama", rope_style="interleaved")
     assert row.ok is False and "logits" in row.reason
 
 
