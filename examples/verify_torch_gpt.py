@@ -9,7 +9,8 @@ The model is written the plain PyTorch way, with nanoGPT's module names, so its
 the float64 oracle on the same numbers, and compares the outputs and every gradient (from torch
 autograd): the whole model, the loss, then each component on its own. Exit status 0 when all
 agree; otherwise the report names each tensor that differs, its worst element and both values.
-Runs on the CPU in a few seconds.
+The model covers every GPTConfig field (the Llama family too), so it is also the independent float64 twin
+that tests/test_golden.py checks the golden vectors against. Runs on the CPU in a few seconds.
 """
 from __future__ import annotations
 
@@ -27,38 +28,48 @@ from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64
 
 
 # --- the model under test: a GPT-2 in PyTorch (with nanoGPT's exact-GELU and bias-free variants, and the Llama
-# family's rotary positions, RMSNorm, gated MLP and grouped-query attention) ---------------------------------------
+# family's fields: rotary positions, RMSNorm, SiLU, a gated MLP, grouped-query attention) -------------------------
 
-def rotate(x, theta: float, style: str):
-    """Rotary positions: pair j of the (B, H, T, hd) vector at position p turns by p * theta^(-2j/hd); "half"
-    pairs j with j + hd/2 (Hugging Face's rotate_half), "interleaved" 2j with 2j + 1 (Meta's)."""
+def llama_field(cfg, name):
+    """A Llama-family field of ``cfg``, GPT-2's value when the config object predates it."""
+    defaults = {"positions": "learned", "rope_theta": 10000.0, "rope_style": "half", "norm": "layernorm",
+                "gated_mlp": False, "n_kv_heads": None}
+    return getattr(cfg, name, defaults[name])
+
+
+def rotate(x, theta, style):
+    """x (B, H, T, hd) turned by position: Hugging Face's rotate_half form for "half", Meta's complex-number
+    form for "interleaved" (pairs (2j, 2j + 1) as the real and imaginary parts of one complex number)."""
     T, hd = x.shape[-2:]
-    angles = torch.arange(T, dtype=x.dtype)[:, None] * theta ** (-torch.arange(0, hd, 2, dtype=x.dtype) / hd)
-    cos, sin = angles.cos(), angles.sin()                                     # (T, hd/2)
+    inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    angles = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)          # (T, hd/2)
     if style == "half":
-        a, b = x[..., :hd // 2], x[..., hd // 2:]
-        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
-    a, b = x[..., 0::2], x[..., 1::2]
-    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+        cos, sin = (torch.cat([f(angles)] * 2, dim=-1).to(x.dtype) for f in (torch.cos, torch.sin))   # (T, hd)
+        rotated_half = torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], dim=-1)
+        return x * cos + rotated_half * sin
+    turns = torch.polar(torch.ones_like(angles), angles)                         # e^(i angle), (T, hd/2)
+    pairs = torch.view_as_complex(x.to(torch.float64).reshape(*x.shape[:-1], hd // 2, 2).contiguous())
+    return torch.view_as_real(pairs * turns).flatten(-2).to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.cfg, self.n_heads, self.n_kv_heads = cfg, cfg.n_heads, getattr(cfg, "n_kv_heads", None) or cfg.n_heads
+        self.n_heads, self.n_kv_heads = cfg.n_heads, llama_field(cfg, "n_kv_heads") or cfg.n_heads
+        self.rope = (llama_field(cfg, "rope_theta"), llama_field(cfg, "rope_style")) \
+            if llama_field(cfg, "positions") == "rope" else None
         hd = cfg.d_model // cfg.n_heads
-        self.c_attn = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * hd, bias=cfg.bias)   # [q | k | v]
+        self.c_attn = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv_heads) * hd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x):
         B, T, C = x.shape
-        hd, kv = C // self.n_heads, self.n_kv_heads * (C // self.n_heads)
-        q, k, v = self.c_attn(x).split([C, kv, kv], dim=2)                     # (B, T, C), (B, T, KV hd) x 2
-        q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))   # (B, H, T, hd), (B, KV, T, hd) x 2
-        if getattr(self.cfg, "positions", "learned") == "rope":
-            q, k = (rotate(t, self.cfg.rope_theta, self.cfg.rope_style) for t in (q, k))
-        group = self.n_heads // self.n_kv_heads                                # query head h reads kv head h // group
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)   # (B, H, T, hd)
+        hd, KV = C // self.n_heads, self.n_kv_heads
+        q, k, v = self.c_attn(x).split([C, KV * hd, KV * hd], dim=2)          # (B, T, C), 2 x (B, T, KV hd)
+        q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))   # (B, H, T, hd), 2 x (B, KV, T, hd)
+        if self.rope is not None:
+            q, k = rotate(q, *self.rope), rotate(k, *self.rope)
+        k, v = (t.repeat_interleave(self.n_heads // KV, dim=1) for t in (k, v))   # kv head j for query heads j*g..
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))            # (B, H, T, T)
         att = F.softmax(self.causal_mask(scores), dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, C)                        # heads side by side
@@ -75,21 +86,19 @@ class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         activation = getattr(cfg, "activation", "gelu_tanh")
-        self.act = F.silu if activation == "silu" else lambda x: F.gelu(x, approximate="tanh" if activation == "gelu_tanh"
-                                                                          else "none")   # "gelu": nn.GELU()'s exact erf
+        self.act = nn.SiLU() if activation == "silu" else nn.GELU("tanh" if activation == "gelu_tanh" else "none")
         self.c_fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
-        self.c_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias) if getattr(cfg, "gated_mlp", False) else None
+        self.c_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias) if llama_field(cfg, "gated_mlp") else None
         self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x):
-        if self.c_gate is not None:                                           # SwiGLU / GeGLU
-            return self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x))
-        return self.c_proj(self.act(self.c_fc(x)))
+        if self.c_gate is None:
+            return self.c_proj(self.act(self.c_fc(x)))
+        return self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x))
 
 
 def norm(cfg):
-    """LayerNorm, or RMSNorm (no bias) for ``norm="rmsnorm"``."""
-    if getattr(cfg, "norm", "layernorm") == "rmsnorm":
+    if llama_field(cfg, "norm") == "rmsnorm":
         return nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
     return nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
 
@@ -111,14 +120,14 @@ class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        learned = getattr(cfg, "positions", "learned") == "learned"         # rotary: positions turn q and k instead
-        self.wpe = nn.Embedding(cfg.context_length, cfg.d_model) if learned else None
+        learned = llama_field(cfg, "positions") == "learned"
+        self.wpe = nn.Embedding(cfg.context_length, cfg.d_model) if learned else None   # rotary: none
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = norm(cfg)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
     def forward(self, idx):
-        x = self.wte(idx)                                                     # (B, T, C)
+        x = self.wte(idx)                                                    # (B, T, C)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(idx.size(1)))
         for block in self.h:
@@ -168,7 +177,19 @@ def loss_functions():
     return loss, dlogits
 
 
+class Rotary(nn.Module):
+    """``rotate`` as a module, for the "rope" component check: cfg's theta and pairing style."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.theta, self.style = llama_field(cfg, "rope_theta"), llama_field(cfg, "rope_style")
+
+    def forward(self, x):
+        return rotate(x, self.theta, self.style)
+
+
 COMPONENT_MODULES = {"layernorm": lambda cfg: nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias),
+                     "rmsnorm": lambda cfg: nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps), "rope": Rotary,
                      "attention": CausalSelfAttention, "feedforward": MLP, "block": Block}
 
 

@@ -2,8 +2,9 @@
 
 The oracle takes any object with the config's attributes; drawing ``types.SimpleNamespace`` configs
 proves it needs nothing from ``tinyref.GPTConfig``. They draw nanoGPT's variants too (exact-erf GELU,
-no biases), and a config object without ``activation``/``bias`` attributes must read as GPT-2, so
-``configs`` sometimes leaves them out when they hold GPT-2's values. Everything shrinks towards one head, one layer
+no biases) and the Llama family's (rotary positions, RMSNorm, SiLU, gated MLPs, grouped-query attention), and a
+config object without those attributes must read as GPT-2, so ``configs`` sometimes leaves them out when they
+hold GPT-2's values. Everything shrinks towards one head, one layer
 and tiny sizes, so a failure reads as a config you can debug by hand.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import types
 
 from hypothesis import strategies as st
+
+import oracle
 
 from tinyref.testing.strategies import config_fields, seeds, token_batches
 
@@ -21,8 +24,10 @@ __all__ = ["config_and_tokens", "configs", "seeds"]
 def configs(draw, **kwargs) -> types.SimpleNamespace:
     """Small valid model configs as namespaces (keyword arguments as for ``config_fields``)."""
     fields = draw(config_fields(**kwargs))
-    if (fields["activation"], fields["bias"]) == ("gelu_tanh", True) and draw(st.booleans()):
-        del fields["activation"], fields["bias"]      # a config written before the variants existed
+    gpt2 = {"activation": "gelu_tanh", "bias": True, **oracle.LLAMA_FIELDS, "n_kv_heads": fields["n_heads"]}
+    if all(fields[k] == v for k, v in gpt2.items()) and draw(st.booleans()):
+        for k in gpt2:                                # a config written before the variants existed
+            del fields[k]
     return types.SimpleNamespace(**fields)
 
 

@@ -1,4 +1,5 @@
-"""Causal self-attention and softmax: oracle vs finite differences; tinyref vs oracle; attention properties."""
+"""Causal self-attention and softmax, with grouped-query attention: oracle vs finite differences; tinyref vs
+oracle; attention properties."""
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -8,8 +9,8 @@ from tinygrad.nn.state import get_state_dict
 import oracle
 from helpers import tinygrad_examples, assert_no_mismatch, component_mismatches, float32_exact, load_params, oracle_component_fd
 from strategies import seeds
-from tinyref import MultiHeadSelfAttention
-from tinyref.verify.tolerances import PROBABILITY_SUM
+from tinyref import GPTConfig, MultiHeadSelfAttention, RotaryPositionalEmbedding
+from tinyref.verify.tolerances import FLOAT64_REARRANGED, PROBABILITY_SUM
 
 
 def attention_params(rng, C, scale=0.5):
@@ -126,3 +127,68 @@ def test_attention_has_no_parameters_besides_its_projections():
     """The causal mask is built in forward, so it never appears in the state dict."""
     assert sorted(get_state_dict(MultiHeadSelfAttention(16, 4))) == ["c_attn.bias", "c_attn.weight",
                                                                      "c_proj.bias", "c_proj.weight"]
+
+
+def gqa_params(rng, C, H, KV, scale=0.5, bias=False):
+    """c_attn for n_heads query heads and n_kv_heads key/value heads: ((H + 2 KV) hd, C) rows [q | k | v]."""
+    rows = (H + 2 * KV) * (C // H)
+    params = {"c_attn.weight": rng.standard_normal((rows, C)) * scale, "c_proj.weight": rng.standard_normal((C, C)) * scale}
+    if bias:
+        params.update({"c_attn.bias": rng.standard_normal(rows) * scale, "c_proj.bias": rng.standard_normal(C) * scale})
+    return params
+
+
+# --8<-- [start:test_gqa]
+@given(B=st.integers(1, 2), T=st.integers(1, 4), KV=st.integers(1, 2), group=st.integers(1, 3), half_hd=st.integers(1, 2),
+       rope=st.sampled_from([None, (10000.0, "half"), (2.0, "interleaved")]), bias=st.booleans(), seed=seeds)
+def test_oracle_gqa_backward_matches_finite_differences(B, T, KV, group, half_hd, rope, bias, seed):
+    """dk and dv summed over each kv head's query group, through the rotation of q and k."""
+    rng = np.random.default_rng(seed)
+    H, hd = KV * group, 2 * half_hd
+    C = H * hd
+    x, dout = rng.standard_normal((B, T, C)), rng.standard_normal((B, T, C))
+    assert_no_mismatch(oracle_component_fd(oracle.attention_forward, oracle.attention_backward,
+                                           x, gqa_params(rng, C, H, KV, bias=bias), dout, H, KV, rope))
+
+
+def repeated_kv_heads(params, C, H, KV):
+    """The same attention as plain multi-head attention: the k and v rows of each kv head repeated once per
+    query head of its group (query head h reads kv head h // (H // KV))."""
+    hd = C // H
+    q, k, v = np.split(params["c_attn.weight"], [H * hd, (H + KV) * hd])
+    repeat = lambda w: np.repeat(w.reshape(KV, hd, C), H // KV, axis=0).reshape(H * hd, C)   # noqa: E731
+    return {**params, "c_attn.weight": np.concatenate([q, repeat(k), repeat(v)])}
+
+
+@given(B=st.integers(1, 2), T=st.integers(1, 5), KV=st.integers(1, 2), group=st.integers(1, 3),
+       rope=st.sampled_from([None, (10000.0, "half")]), seed=seeds)
+def test_gqa_is_multi_head_attention_whose_kv_heads_repeat_over_their_group(B, T, KV, group, rope, seed):
+    rng = np.random.default_rng(seed)
+    H, hd = KV * group, 4
+    C = H * hd
+    x, params = rng.standard_normal((B, T, C)), gqa_params(rng, C, H, KV)
+    grouped, _ = oracle.attention_forward(x, params, H, KV, rope)
+    plain, _ = oracle.attention_forward(x, repeated_kv_heads(params, C, H, KV), H, None, rope)
+    np.testing.assert_allclose(grouped, plain, rtol=FLOAT64_REARRANGED, atol=FLOAT64_REARRANGED)
+
+
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_gqa_matches_oracle(seed):
+    """LLAMA's attention: 4 query heads on 2 kv heads, rotary q and k, no biases."""
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+    module = MultiHeadSelfAttention(16, 4, bias=False, n_kv_heads=2, rope=RotaryPositionalEmbedding(4, 10000.0, "half"))
+    assert_no_mismatch(component_mismatches(module, oracle.attention_forward, oracle.attention_backward,
+                                            gqa_params(rng, 16, 4, 2), x, dout, 4, 2, (10000.0, "half")))
+# --8<-- [end:test_gqa]
+
+
+def test_with_as_many_kv_heads_as_heads_gqa_is_plain_multi_head_attention():
+    """n_kv_heads = n_heads: the same weights, the same keys, the same outputs as leaving it unset."""
+    rng = np.random.default_rng(0)
+    x, params = rng.standard_normal((2, 5, 12)), attention_params(rng, 12)
+    assert oracle.param_shapes(GPTConfig(d_model=12, n_heads=3, n_kv_heads=3))["h.0.attn.c_attn.weight"] == (36, 12)
+    np.testing.assert_array_equal(oracle.attention_forward(x, params, 3, 3)[0], oracle.attention_forward(x, params, 3)[0])
+    assert sorted(get_state_dict(MultiHeadSelfAttention(12, 3, n_kv_heads=3))) == \
+        sorted(get_state_dict(MultiHeadSelfAttention(12, 3)))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import THOROUGH, device_result
-from tinyref.verify.check import ADAMW, THOROUGH_CASE, judge, row_from, run_oracle
+from tinyref.verify.check import ADAMW, THOROUGH_CASE, case_for, judge, row_from, run_oracle
 from tinyref.verify.tolerances import tolerances_for
 
 REDUCED_PRECISION = ("float16", "bfloat16")
@@ -73,6 +73,14 @@ def test_check_row_agrees(backend):
     assert row.ok and row.causal_ok and row.reason is None, row.reason
 
 
+def test_llama_agrees_with_oracle(backend):
+    """The Llama family in the device's case: rotary positions, RMSNorm, SwiGLU, grouped-query attention (4 query
+    heads on 2 kv heads), no biases, an untied head: logits, loss, every gradient, one AdamW step, causality."""
+    result = device_result(backend, case=case_for(backend, "llama"))
+    assert not (found := result.mismatches), report(found)
+    assert causal_violation(result) is None
+
+
 @pytest.mark.skipif(not THOROUGH, reason="thorough profile only (HYPOTHESIS_PROFILE=thorough): one more compile per device")
 def test_two_layer_case_agrees_with_oracle(backend):
     """The suite's two-layer shape (T = context_length) on every device: one more kernel set each."""
@@ -89,6 +97,13 @@ def test_two_layer_case_agrees_with_oracle(backend):
 def test_reduced_precision_agrees_with_float64_oracle(dtype_backend, dtype):
     """Logits, loss and every gradient within tolerances.py's u * sqrt(n) * sqrt(D) estimate; causal exactly."""
     result = device_result(dtype_backend, dtype)
+    assert not (found := mismatches(result, "")), report(found)
+    assert causal_violation(result) is None
+
+
+@pytest.mark.parametrize("dtype", REDUCED_PRECISION)
+def test_llama_reduced_precision_agrees_with_float64_oracle(dtype_backend, dtype):
+    result = device_result(dtype_backend, dtype, case=case_for(dtype_backend, "llama"))
     assert not (found := mismatches(result, "")), report(found)
     assert causal_violation(result) is None
 

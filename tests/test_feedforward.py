@@ -1,4 +1,5 @@
-"""GELU (tanh and exact erf) and the feed-forward network: oracle vs finite differences; tinyref vs oracle."""
+"""GELU (tanh and exact erf), SiLU, and the feed-forward network, plain and gated: oracle vs finite differences;
+tinyref vs oracle."""
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from tinyref.feedforward import ACTIVATIONS
 
 
 class Gelu:
-    """tinyref's GELU for ``activation`` (the function PositionWiseFeedForward calls), as a module."""
+    """tinyref's activation ``activation`` (the function PositionWiseFeedForward calls), as a module."""
 
     def __init__(self, activation="gelu_tanh"):
         self.gelu = ACTIVATIONS[activation]
@@ -133,3 +134,56 @@ def test_tinyref_feedforward_nanogpt_variant_matches_oracle(seed):
     module = PositionWiseFeedForward(16, 24, activation="gelu", bias=False)
     assert_no_mismatch(component_mismatches(module, oracle.feedforward_forward, oracle.feedforward_backward,
                                             ffn_params(rng, 16, 24, 0.3, bias=False), x, dout, "gelu"))
+
+
+def gated_params(rng, C, F, scale=0.7, bias=False):
+    """The gated MLP's weights: c_gate and c_fc (F, C), c_proj (C, F); biases only when ``bias``."""
+    params = {**ffn_params(rng, C, F, scale, bias), "c_gate.weight": rng.standard_normal((F, C)) * scale}
+    if bias:
+        params["c_gate.bias"] = rng.standard_normal(F) * scale
+    return params
+
+
+# --8<-- [start:test_gated]
+@given(B=st.integers(1, 2), T=st.integers(1, 3), C=st.integers(1, 4), F=st.integers(1, 6),
+       activation=st.sampled_from(sorted(oracle.ACTIVATIONS)), bias=st.booleans(), seed=seeds)
+def test_oracle_gated_feedforward_backward_matches_finite_differences(B, T, C, F, activation, bias, seed):
+    """SwiGLU (silu), GeGLU (gelu_tanh) and the exact-GELU gate: the product rule through act(c_gate(x)) * c_fc(x)."""
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((B, T, C)), rng.standard_normal((B, T, C))
+    assert_no_mismatch(oracle_component_fd(oracle.feedforward_forward, oracle.feedforward_backward, x,
+                                           gated_params(rng, C, F, bias=bias), dout, activation, True))
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu_tanh"])
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_gated_feedforward_matches_oracle(activation, seed):
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal((2, 8, 16)), rng.standard_normal((2, 8, 16))
+    module = PositionWiseFeedForward(16, 24, activation, bias=False, gated=True)
+    assert_no_mismatch(component_mismatches(module, oracle.feedforward_forward, oracle.feedforward_backward,
+                                            gated_params(rng, 16, 24), x, dout, activation, True))
+# --8<-- [end:test_gated]
+
+
+def test_oracle_silu_is_x_times_the_logistic_function():
+    """x / (1 + e^-x) and its derivative s + x s (1 - s) written out with math.exp."""
+    for x in (-30.0, -3.0, -1.0, 0.0, 0.5, 2.0, 30.0):
+        s = 1 / (1 + math.exp(-x))
+        out, cache = oracle.silu_forward(np.array(x))
+        assert abs(float(out) - x * s) < 1e-15
+        assert abs(float(oracle.silu_backward(np.array(1.0), cache)[0]) - (s + x * s * (1 - s))) < 1e-15
+
+
+def test_tinyref_silu_matches_oracle_far_out():
+    x = np.concatenate([np.linspace(-6, 6, 120), [-60.0, -30.0, -12.0, 12.0, 30.0, 60.0]]).reshape(1, 1, -1)
+    dout = np.random.default_rng(0).standard_normal(x.shape)
+    assert_no_mismatch(component_mismatches(Gelu("silu"), oracle.silu_forward, oracle.silu_backward, {}, x, dout))
+
+
+def test_the_gated_mlp_has_a_gate_weight_and_no_other_new_key():
+    from tinygrad.nn.state import get_state_dict
+    gated = get_state_dict(PositionWiseFeedForward(8, 12, "silu", bias=False, gated=True))
+    assert {k: tuple(t.shape) for k, t in gated.items()} == \
+        {"c_fc.weight": (12, 8), "c_gate.weight": (12, 8), "c_proj.weight": (8, 12)}

@@ -7,14 +7,14 @@ from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
 import oracle
-from helpers import (NANOGPT, TIED, TIED_BT, UNTIED, UNTIED_BT, adamw_mismatches, as_namespace, assert_no_mismatch,
+from helpers import (LLAMA, NANOGPT, TIED, TIED_BT, UNTIED, UNTIED_BT, adamw_mismatches, as_namespace, assert_no_mismatch,
                      finite_difference_mismatches, model_mismatches, oracle_forward_backward, random_inputs,
                      step_loss_mismatches, tinygrad_examples, tinyref_adamw)
 from strategies import configs, seeds
 from tinyref import GPTConfig, GPTStyleTransformer
 from tinyref.verify.tolerances import KEY_BIAS_GRADIENT_ZERO
 
-MODELS = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT), "nanogpt": (NANOGPT, TIED_BT)}
+MODELS = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT), "nanogpt": (NANOGPT, TIED_BT), "llama": (LLAMA, TIED_BT)}
 _built = {}
 
 
@@ -86,6 +86,7 @@ def test_oracle_model_backward_matches_finite_differences_on_named_cases(case):
                    "T = 1": (TIED, (2, 1))}[case]
     cfg = as_namespace(cfg)
     cfg.d_model, cfg.d_ff, cfg.n_heads = (4, 6, 2) if cfg.n_heads > 1 else (3, 5, 1)   # small: every element is cheap
+    cfg.n_kv_heads = cfg.n_heads
     rng = np.random.default_rng(1)
     params = oracle.init_params(cfg, rng)
     idx, targets = random_inputs(rng, cfg, B, T)
@@ -118,6 +119,75 @@ def test_tinyref_nanogpt_variant_matches_oracle(seed):
     params = oracle.init_params(as_namespace(cfg), rng)
     idx, targets = random_inputs(rng, cfg, B, T)
     assert_no_mismatch(model_mismatches(built("nanogpt"), params, as_namespace(cfg), idx, targets))
+
+
+@tinygrad_examples
+@given(seed=seeds)
+def test_tinyref_llama_matches_oracle(seed):
+    """Rotary positions, RMSNorm, SwiGLU, 4 query heads on 2 kv heads, no biases, an untied head: logits, loss and
+    every gradient agree."""
+    cfg, (B, T) = MODELS["llama"]
+    rng = np.random.default_rng(seed)
+    params = oracle.init_params(cfg, rng)
+    idx, targets = random_inputs(rng, cfg, B, T)
+    assert_no_mismatch(model_mismatches(built("llama"), params, cfg, idx, targets))
+
+
+LLAMA_KEYS = {"wte.weight": ("V", "C"), "h.{i}.ln_1.weight": ("C",), "h.{i}.attn.c_attn.weight": ("(H+2KV)hd", "C"),
+              "h.{i}.attn.c_proj.weight": ("C", "C"), "h.{i}.ln_2.weight": ("C",), "h.{i}.mlp.c_fc.weight": ("F", "C"),
+              "h.{i}.mlp.c_gate.weight": ("F", "C"), "h.{i}.mlp.c_proj.weight": ("C", "F"), "ln_f.weight": ("C",),
+              "lm_head.weight": ("V", "C")}
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 4])
+def test_llama_state_dict_is_the_contract(n_kv_heads):
+    """DESIGN.md's table for GPTConfig.llama: no wpe, no bias anywhere, a gate per MLP, a narrower c_attn with GQA."""
+    cfg = GPTConfig.llama(vocab_size=13, context_length=6, d_model=16, n_heads=4, n_layers=2, n_kv_heads=n_kv_heads, d_ff=20)
+    sizes = {"V": 13, "C": 16, "F": 20, "(H+2KV)hd": (4 + 2 * n_kv_heads) * 4}
+    expected = {key.format(i=i): tuple(sizes[d] for d in dims) for key, dims in LLAMA_KEYS.items() for i in range(2)}
+    state = get_state_dict(GPTStyleTransformer(cfg))
+    assert {k: tuple(t.shape) for k, t in state.items()} == expected == oracle.param_shapes(cfg)
+
+
+def test_each_llama_field_changes_only_its_own_keys():
+    """One field at a time from GPT-2: rope drops wpe; rmsnorm drops the norms' biases; the gate adds c_gate;
+    fewer kv heads narrow c_attn."""
+    base = dict(vocab_size=13, context_length=6, d_model=16, n_heads=4, n_layers=1, d_ff=20)
+    gpt2 = oracle.param_shapes(GPTConfig(**base))
+
+    def diff(**field):
+        shapes = oracle.param_shapes(GPTConfig(**base, **field))
+        return sorted(set(gpt2) - set(shapes)), sorted(set(shapes) - set(gpt2)), \
+            sorted(k for k in set(gpt2) & set(shapes) if gpt2[k] != shapes[k])
+    assert diff(positions="rope") == (["wpe.weight"], [], [])
+    assert diff(norm="rmsnorm") == (["h.0.ln_1.bias", "h.0.ln_2.bias", "ln_f.bias"], [], [])
+    assert diff(gated_mlp=True) == ([], ["h.0.mlp.c_gate.bias", "h.0.mlp.c_gate.weight"], [])
+    assert diff(n_kv_heads=1) == ([], [], ["h.0.attn.c_attn.bias", "h.0.attn.c_attn.weight"])
+    assert oracle.param_shapes(GPTConfig(**base, n_kv_heads=1))["h.0.attn.c_attn.weight"] == ((4 + 2) * 4, 16)
+    assert diff(activation="silu") == diff(rope_theta=500.0) == diff(rope_style="interleaved") == ([], [], [])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_initialisation_statistics_are_gpt2s(family):
+    """N(0, 0.02) weights, residual projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 n_layers)), unit
+    norm gains, zero biases. Sample statistics of n draws: the std's standard error is std / sqrt(2n), so 5
+    standard errors is a bound a correct init passes with probability 1 - 6e-7 per tensor; a std off by 10%
+    (e.g. 0.022) is >= 8 standard errors away on every tensor of >= 4096 draws checked here."""
+    size = dict(vocab_size=64, context_length=64, d_model=64, n_heads=4, n_layers=3, d_ff=128)
+    cfg = GPTConfig(**size) if family == "gpt2" else GPTConfig.llama(**size, n_kv_heads=2)
+    Tensor.manual_seed(0)
+    state = {k: t.numpy().astype(np.float64) for k, t in get_state_dict(GPTStyleTransformer(cfg)).items()}
+    for key, w in state.items():
+        if key.endswith(".bias"):
+            assert (w == 0).all(), key
+        elif ".ln_" in f".{key}":
+            assert (w == 1).all(), key
+        else:
+            std = 0.02 / np.sqrt(2 * cfg.n_layers) if key.endswith("c_proj.weight") else 0.02
+            n = w.size
+            assert abs(w.mean()) < 5 * std / np.sqrt(n), (key, w.mean())
+            assert abs(w.std() - std) < 5 * std / np.sqrt(2 * n), (key, w.std(), std)
+    assert ("wpe.weight" in state) is (family == "gpt2")
 
 
 def test_model_accepts_any_integer_dtype_and_lists():

@@ -18,13 +18,14 @@ import oracle.attention
 import oracle.block
 import oracle.feedforward
 import oracle.model
-from helpers import (TIED, TIED_BT, adamw_mismatches, adamw_run, as_namespace, batch_permutation_mismatches, causality_violation,
+from helpers import (LLAMA, TIED, TIED_BT, adamw_mismatches, adamw_run, as_namespace, batch_permutation_mismatches, causality_violation,
                      component_mismatches, finite_difference_mismatches, model_mismatches, oracle_component_fd,
                      prefix_mismatches, random_inputs, step_loss_mismatches, tinyref_adamw)
 from test_attention import attention_params
 from test_feedforward import Gelu
 from test_layernorm import layernorm_case
 from tinyref import LayerNorm, MultiHeadSelfAttention, cross_entropy
+from tinyref.verify.tolerances import FLOAT64, compare
 
 
 REAL_ATTENTION_FORWARD = oracle.attention.attention_forward   # before any test swaps it out
@@ -32,7 +33,7 @@ REAL_ATTENTION_FORWARD = oracle.attention.attention_forward   # before any test 
 
 def attention_forward_with_bug(bug):
     """A copy of oracle.attention_forward's math with one planted bug, returning the real cache layout."""
-    def forward(x, p, n_heads):
+    def forward(x, p, n_heads, n_kv_heads=None, rope=None):   # GPT-2's attention: no kv groups, no rotation
         B, T, C = x.shape
         H, hd = n_heads, C // n_heads
         qkv = x @ p["c_attn.weight"].T + p["c_attn.bias"]
@@ -346,3 +347,79 @@ def test_prefix_property_catches_a_non_causal_model(monkeypatch):
     monkeypatch.setattr(oracle.block, "attention_forward", attention_forward_with_bug("mask removed"))
     found = prefix_mismatches(lambda i: oracle.gpt_forward(i, params, cfg)[0], idx, 5)
     assert [m.name for m in found] == ["logits of the 5-token prefix"]
+
+
+# --- the Llama family --------------------------------------------------------------------------------
+
+def llama_model_check(monkeypatch, seed, **planted):
+    """The LLAMA model check (tinyref vs the oracle) with ``planted`` monkeypatches (module, name, value)."""
+    from test_model import built
+    rng = np.random.default_rng(seed)
+    params = oracle.init_params(LLAMA, rng)
+    idx, targets = random_inputs(rng, LLAMA, *TIED_BT)
+    for module, name, value in planted.values():
+        monkeypatch.setattr(module, name, value)
+    return model_mismatches(built("llama"), params, LLAMA, idx, targets)
+
+
+def test_rope_check_catches_the_other_pairing_style():
+    """tinyref's half-style rotation against an oracle that pairs (2j, 2j + 1)."""
+    from tinyref import RotaryPositionalEmbedding
+    rng = np.random.default_rng(14)
+    x, dout = rng.standard_normal((2, 2, 4, 8, 4))
+    found = component_mismatches(RotaryPositionalEmbedding(4, 2.0, "half"), oracle.rope_forward, oracle.rope_backward,
+                                 {}, x, dout, 2.0, "interleaved")
+    assert any(m.name == "out" for m in found)
+
+
+def test_llama_model_check_catches_the_other_rope_style(monkeypatch):
+    real = oracle.model.gpt_forward
+    other_style = lambda idx, p, cfg: real(idx, p, types.SimpleNamespace(**{**vars(cfg), "rope_style": "interleaved"}))  # noqa: E731
+    found = llama_model_check(monkeypatch, 15, style=(oracle, "gpt_forward", other_style))
+    assert any(m.name == "logits" for m in found)
+
+
+def test_llama_model_check_catches_kv_heads_tiled_instead_of_repeated(monkeypatch):
+    """Query head h reading kv head h % n_kv_heads ([k0, k1, k0, k1]) instead of h // (n_heads // n_kv_heads)
+    ([k0, k0, k1, k1]): planted as multi-head attention whose k and v rows are tiled that way."""
+    real = oracle.attention.attention_forward
+
+    def tiled(x, p, n_heads, n_kv_heads=None, rope=None):
+        C = x.shape[-1]
+        hd, KV = C // n_heads, n_kv_heads or n_heads
+        q, k, v = np.split(p["c_attn.weight"], [n_heads * hd, (n_heads + KV) * hd])
+        tile = lambda w: np.tile(w.reshape(KV, hd, C), (n_heads // KV, 1, 1)).reshape(n_heads * hd, C)  # noqa: E731
+        out, _ = real(x, {**p, "c_attn.weight": np.concatenate([q, tile(k), tile(v)])}, n_heads, None, rope)
+        return out, real(x, p, n_heads, n_kv_heads, rope)[1]
+    found = llama_model_check(monkeypatch, 16, attention=(oracle.block, "attention_forward", tiled))
+    assert any(m.name == "logits" for m in found)
+
+
+def test_rmsnorm_check_catches_the_sum_instead_of_the_mean():
+    """x / sqrt(sum(x^2) + eps): the same direction, C^(-1/2) times the size."""
+    from test_layernorm import layernorm_case
+    from tinyref import RMSNorm
+    x, params, dout = layernorm_case(np.random.default_rng(17), (2, 8, 16), bias=False)
+
+    def rms_over_the_sum(x, p, eps):
+        out = x / np.sqrt((x * x).sum(-1, keepdims=True) + eps) * p["weight"]
+        return out, oracle.rmsnorm_forward(x, p, eps)[1]
+    found = component_mismatches(RMSNorm(16, 1e-5), rms_over_the_sum, oracle.rmsnorm_backward, params, x, dout, 1e-5)
+    assert any(m.name == "out" for m in found)
+
+
+def test_kv_cache_check_catches_a_query_rotated_one_position_late(monkeypatch):
+    """The oracle's cached decoder turning each new query by position t + 1 while its key is stored at t. (Both
+    turned one late would be no bug: scores depend only on distances.) The same check as test_kvcache's property."""
+    import oracle.kvcache
+    params = oracle.init_params(LLAMA, np.random.default_rng(18))
+    tokens = list(np.random.default_rng(19).integers(0, LLAMA.vocab_size, 2 * LLAMA.context_length + 3))
+    expected = oracle.recomputed_logits(tokens, params, LLAMA)
+    assert compare("logits", oracle.incremental_logits(tokens, params, LLAMA), expected, FLOAT64) is None
+    real = oracle.kvcache.rope_forward
+
+    def query_one_late(x, p, theta, style, positions):
+        is_query = x.shape[0] == LLAMA.n_heads          # q has n_heads heads, k has n_kv_heads = 2
+        return real(x, p, theta, style, [positions[0] + is_query])
+    monkeypatch.setattr(oracle.kvcache, "rope_forward", query_one_late)
+    assert compare("logits", oracle.incremental_logits(tokens, params, LLAMA), expected, FLOAT64)

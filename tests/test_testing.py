@@ -130,9 +130,32 @@ def test_every_component_passes_as_the_oracle_in_float32_and_as_pytorch(name):
     assert max(float64.values()) < 1e-13
 
 
+LLAMA_COMPONENTS = ("rmsnorm", "rope", "attention", "gelu", "feedforward", "block")
+
+
+@pytest.mark.parametrize("name", LLAMA_COMPONENTS)
+def test_every_llama_component_passes_as_pytorch(name):
+    """The Llama preset's components (rotary grouped-query attention, RMSNorm, SwiGLU) in float64, from the
+    example's PyTorch model: HF's rotate_half, nn.RMSNorm, nn.SiLU, repeat_interleave."""
+    from helpers import LLAMA
+    build = (lambda cfg: nn.SiLU()) if name == "gelu" else TORCH_COMPONENTS[name]   # "gelu": the activation, SiLU here
+    errors = assert_component_matches(name, *torch_gpt.numpy_functions(build), LLAMA, dtype=np.float64,
+                                      tol=FLOAT64, grad_tol=FLOAT64)
+    assert f"{name} out" in errors and max(errors.values()) < FLOAT64.atol
+
+
+def test_the_component_check_catches_a_llama_attention_with_the_other_rope_style(monkeypatch):
+    from helpers import LLAMA
+    real = torch_gpt.rotate
+    monkeypatch.setattr(torch_gpt, "rotate", lambda x, theta, style: real(x, theta, "interleaved"))
+    with pytest.raises(ReferenceMismatch, match="attention out"):
+        assert_component_matches("attention", *torch_gpt.numpy_functions(torch_gpt.CausalSelfAttention), LLAMA,
+                                 dtype=np.float64)
+
+
 def test_the_pytorch_gpt_passes_whole_model_loss_and_components_in_float32():
     errors = torch_gpt.verify("float32")
-    assert set(errors) == {"whole model", "loss", "layernorm", "attention", "feedforward", "block"}
+    assert set(errors) == {"whole model", "loss", "layernorm", "rmsnorm", "rope", "attention", "feedforward", "block"}
     assert 0 < max(max(e.values()) for e in errors.values()) < FLOAT32_GRAD.atol
 
 
@@ -311,7 +334,7 @@ def test_the_verify_example_passes_in_float64(example_runs):
     out, status = example_runs["verify_torch_gpt"]
     assert status == 0, out
     last = out.strip().splitlines()[-1]
-    assert last.startswith("PASS: the PyTorch GPT matches tinyref's oracle (float64): forward and backward, 6 checks")
+    assert last.startswith("PASS: the PyTorch GPT matches tinyref's oracle (float64): forward and backward, 8 checks")
     worst = float(re.search(r"worst error (\S+) of scale", last)[1])
     assert 0 <= worst < FLOAT64.atol
 

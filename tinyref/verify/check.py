@@ -17,7 +17,7 @@ from tinygrad.nn.state import get_state_dict
 
 import oracle
 
-from ..config import LLAMA, GPTConfig
+from ..config import GPTConfig
 from ..runtime.devices import DTYPES, captured_stderr, dtype_support, failure_reason, normalize_device, probe_device, use_device
 from .golden import PRESETS
 from ..loss import cross_entropy
@@ -42,9 +42,11 @@ CHECK_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_
 EMULATOR_CASE = CheckCase(GPTConfig(vocab_size=5, context_length=4, d_model=4, n_heads=2, n_layers=1, d_ff=6), 1, 3)
 # Thorough mode adds the suite's two-layer shape (several layers, tied head) on every device.
 THOROUGH_CASE = CheckCase(PRESETS["small"].config, 2, 8)
-# The models ``tinyref check --model`` runs in the device's case: GPT-2, nanoGPT's bias=False model, and the
-# Llama family's (rotary positions, RMSNorm, SwiGLU, no biases, untied head) with two key/value heads.
-MODELS = {"gpt2": {}, "nanogpt": {"activation": "gelu", "bias": False}, "llama": {**LLAMA, "n_kv_heads": 2}}
+# The models ``tinyref check --model`` runs in the device's case: GPT-2, nanoGPT's bias=False model, and a Llama
+# (rotary positions, RMSNorm, SwiGLU, no biases, an untied head; 2 kv heads: grouped for 4 query heads).
+MODELS = {"gpt2": {}, "nanogpt": {"activation": "gelu", "bias": False},
+          "llama": {"positions": "rope", "norm": "rmsnorm", "activation": "silu", "gated_mlp": True, "bias": False,
+                    "tie_embeddings": False, "n_kv_heads": 2}}
 # --8<-- [end:cases]
 
 # The optimizer step the check takes (decoupled weight decay on matrices only, as make_optimizer).

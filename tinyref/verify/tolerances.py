@@ -28,12 +28,15 @@ class Tolerance:
 # error 3.8e-7 and worst loss error 1.4e-7 of scale. 2e-5 leaves ~50x headroom for other backends'
 # instruction choices (FMA, fast exp/log), and is still tight enough that the subtle planted bugs
 # fail: exact-erf GELU differs from tanh GELU by up to 4.7e-4, a wrong LayerNorm eps by percent
-# on low-variance rows (see tests/test_negative_controls.py).
+# on low-variance rows (see tests/test_negative_controls.py). The Llama-family test config (tests/helpers.py
+# LLAMA: rotary angles computed in float32, SwiGLU's product of two expansions) measured 2.1e-6 (12 seeds):
+# ~10x headroom there.
 FLOAT32 = Tolerance(rtol=2e-5, atol=2e-5, why="float32 vs float64 forward: 3.8e-7 measured, ~50x headroom")
 
 # Gradients chain twice as many operations and subtract nearly equal terms (LayerNorm and softmax
 # backward), so small elements lose more relative precision: the worst measured was 2.0e-6 of
-# scale. 1e-4 keeps ~50x headroom; planted gradient bugs move results by O(1) of scale.
+# scale. 1e-4 keeps ~50x headroom; planted gradient bugs move results by O(1) of scale. LLAMA measured 1.4e-5
+# (12 seeds; the gated MLP's gradient is a product of two float32 expansions): ~7x headroom there.
 FLOAT32_GRAD = Tolerance(rtol=1e-4, atol=1e-4, why="float32 gradients: 2.0e-6 measured, ~50x headroom")
 
 # Central differences in float64 with step h: truncation error ~h^2 |f'''| and rounding error
@@ -79,6 +82,21 @@ KEY_BIAS_GRADIENT_ZERO = 1e-12
 # computes bit-identical logits there (difference exactly 0); a real change of token moved them by
 # at least 0.41 (oracle, TIED, 20 seeds x 8 positions). 1e-7 is above zero and ~4e6x below that.
 MIN_VISIBLE_CHANGE = 1e-7
+
+# RoPE's relative-position property in float64: a q.k score at positions (p, s) and at (p + d, s + d)
+# differs only by the rounding of cos and sin at angles up to ~1050 rad (tests/test_rope.py's positions),
+# which NumPy computes to ~1 ulp of the angle (~1e-13 absolute). Measured: at most 5.2e-14 of |q| |k| over
+# 3000 random cases in the test's ranges. 1e-12 of |q| |k| leaves ~20x headroom; a position off by one or
+# the other pairing moves the score by O(|q| |k|).
+ROPE_RELATIVE = 1e-12
+
+# RMSNorm is invariant to a positive rescaling of its input up to eps: rmsnorm(c x, eps) equals
+# rmsnorm(x, eps / c^2) exactly in real arithmetic, so in float64 the two differ by rounding alone: a mean
+# square, a square root and two products, each within 1.1e-16 relative; measured at most 2.9e-16 of the
+# row's scale over 5000 of tests/test_layernorm.py's cases. 1e-13 leaves ~300x; a norm over the sum instead of the mean is
+# still scale-invariant, so that bug is the agreement test's to catch, but one that centres the rows or
+# adds eps after the square root moves the output by O(eps / mean square) or more.
+RMSNORM_RESCALED = 1e-13
 
 # The learning-rate schedule, tinyref.optim.lr_at vs oracle.lr_at: both pure Python float64 on the
 # same formula (cos, a division), so results differ by a few ulps at most (~1e-16 relative). 1e-12
