@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measure every figure of docs/results.md again on this machine and regenerate the page.
+# Measure every figure of docs/results.md again on this machine and regenerate the page and its charts.
 # Each command's JSON lands in docs/results/ (committed: the page is rendered from it).
 # Takes ~15-30 min on a 2-core machine (the L config, torch.compile and the GPT-2-size oracle).
 set -euo pipefail

@@ -6,6 +6,7 @@ and data files that are not training text. No file is downloaded.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def make_bad_inputs(root: Path) -> None:
     (root / "binary.bin").write_bytes(bytes(range(256)) * 4)
     (root / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     (root / "folder").mkdir()
+    os.mkfifo(root / "pipe")                                     # opening it for reading would wait for a writer
     (root / "text.txt").write_text("abcdefggfedcba" * 40)      # only symbols the char tokenizer knows
     (root / "golden").mkdir()
     (root / "golden" / "keep.txt").write_text("already here\n")

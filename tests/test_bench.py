@@ -14,6 +14,7 @@ import pytest
 
 import oracle
 from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace
+from tinyref.bench import harness
 from tinyref.bench.harness import CONFIGS, IMPLS, LR, bench_batch, bench_params
 from tinyref.verify.tolerances import FLOAT64, compare
 
@@ -39,10 +40,25 @@ def test_bench_json_schema():
     [row] = report["results"]
     assert set(row) >= {"impl", "config", "ms_per_step", "tokens_per_s", "warmup_s", "peak_mem_mb"}
     assert (row["impl"], row["config"]) == ("tinyref", "S") and row["impl"] in IMPLS
-    assert row["ms_per_step"] > 0 and row["warmup_s"] > 0
+    assert row["ms_per_step"] > 0 and row["warmup_s"] > 0 and row["peak_mem_mb"] > 0
     # tokens/s is the batch's B*T tokens over the median step time
     assert row["tokens_per_s"] == pytest.approx(8 * 16 / (row["ms_per_step"] / 1000), rel=1e-6)
-    assert report["generation"] == []
+    assert report["generation"] == [] and report["process_per_impl"] is False    # tinyref alone, in this process
+
+
+def test_compare_runs_each_implementation_in_its_own_process(monkeypatch):
+    """In one process a later implementation reuses pages an earlier one freed, and its peak reads ~0 MB."""
+    ran = []
+    monkeypatch.setattr(harness, "bench_fresh", lambda impl, name, steps, *rest: ran.append(impl) or
+                        harness.Result(impl, name, 1.0, 1.0, 1.0, 1.0))
+    monkeypatch.setattr(harness, "bench_one", lambda *args: pytest.fail("an implementation ran in this process"))
+    assert [r.impl for r in harness.bench_config("L", 1, compare=True)] == ran == list(IMPLS)
+
+
+def test_a_fresh_process_reports_its_own_nonzero_peak():
+    row = harness.bench_fresh("torch-eager", "S", 1)
+    assert (row.impl, row.config) == ("torch-eager", "S") and row.ms_per_step > 0
+    assert row.peak_mem_mb > 1, "PyTorch's model, AdamW state and activations take more than 1 MB"
 
 
 def test_compare_without_torch_is_a_one_line_error():

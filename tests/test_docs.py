@@ -213,15 +213,19 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (optional: apt-get install chromium)")
-@pytest.mark.parametrize("page, min_math", [("", 0), ("components/attention/", 20)])
-def test_pages_render_math_and_code_in_a_browser(served, tmp_path, page, min_math):
+@pytest.mark.parametrize("page, min_math, language", [
+    ("", 0, "python"), ("components/attention/", 20, "python"),
+    # the lessons: each ends with the command to run (bash)
+    ("learn/", 0, "bash"), ("learn/attention/", 8, "bash"), ("learn/architecture/", 8, "bash"),
+    ("learn/training/", 4, "bash")])
+def test_pages_render_math_and_code_in_a_browser(served, tmp_path, page, min_math, language):
     dom = chromium("--dump-dom", f"{served}/{page}").stdout
     assert 'class="md-content"' in dom, f"/{page} did not load:\n{dom[:500]}"
     assert "katex-error" not in dom, f"/{page}: KaTeX could not render a formula"
     rendered = dom.count('class="katex"')
     assert rendered >= min_math, f"/{page}: {rendered} rendered formulas, expected at least {min_math}"
     assert "\\(" not in re.sub(r"<(pre|code|script)\b.*?</\1>", "", dom, flags=re.S), f"/{page}: raw TeX left on the page"
-    assert 'class="language-python highlight"' in dom, f"/{page}: no highlighted code"
+    assert f'class="language-{language} highlight"' in dom, f"/{page}: no highlighted {language} code"
     shot = tmp_path / "page.png"
     chromium("--window-size=1280,1600", f"--screenshot={shot}", f"{served}/{page}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 30_000, "blank or missing screenshot"

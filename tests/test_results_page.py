@@ -45,6 +45,33 @@ def test_an_out_of_date_page_is_caught(tmp_path, capsys):
     assert "out of date" in capsys.readouterr().err
 
 
+def test_the_charts_are_drawn_from_the_json_and_a_hand_edit_is_caught(tmp_path, capsys):
+    data = write_inputs(tmp_path / "results", [row("S", "tinyref", 1.0, 3000.0), row("S", "torch-eager", 2.5, 1200.0)])
+    page = tmp_path / "results.md"
+    assert report.main(["--data", str(data), "--out", str(page)]) == 0
+    chart = (data / "speed.png").read_bytes()
+    assert chart[:8] == b"\x89PNG\r\n\x1a\n" and b"tEXt" not in chart      # a PNG with no metadata (no date, no version)
+    assert "![Bar chart: training tokens per second" in page.read_text() and "](results/speed.png)" in page.read_text()
+    assert not (data / "profile.png").exists() and "profile.png" not in page.read_text()   # no profile JSON, no chart
+    (data / "speed.png").write_bytes(chart[:-12] + bytes(12))                    # an image edited by hand
+    assert report.main(["--data", str(data), "--out", str(page), "--check"]) == 1
+    assert "speed.png out of date" in capsys.readouterr().err
+    bench = json.loads((data / "bench.json").read_text())
+    bench["results"][0]["tokens_per_s"] = 6000.0                                 # measured again: a new figure
+    (data / "bench.json").write_text(json.dumps(bench))
+    assert report.main(["--data", str(data), "--out", str(page)]) == 0
+    assert (data / "speed.png").read_bytes() not in (chart, chart[:-12] + bytes(12))
+    assert report.main(["--data", str(data), "--out", str(page), "--check"]) == 0
+
+
+def test_the_page_says_how_peak_memory_was_measured(tmp_path):
+    data = write_inputs(tmp_path / "results", [row("S", "tinyref", 1.0, 3000.0)])
+    assert "a later implementation reuses memory an earlier one freed" in report.render(report.load(data))
+    bench = json.loads((data / "bench.json").read_text())
+    (data / "bench.json").write_text(json.dumps({**bench, "process_per_impl": True}))
+    assert "the implementation's own process rose while it ran" in report.render(report.load(data))
+
+
 def test_missing_json_names_the_command_that_writes_it(tmp_path):
     (tmp_path / "results").mkdir()
     with pytest.raises(UsageError, match="lacks bench.json, check.json: write it with 'tinyref bench --config all"):

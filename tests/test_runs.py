@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -272,6 +274,59 @@ def test_the_estimate_matches_what_a_step_holds(name):
     assert m["buffers"] <= m["rss"] <= m["estimate"] + RUNTIME_OVERHEAD, m
 
 
+def tied_options(data: Path, out: Path, **options) -> TrainOptions:
+    """A run of TIED's shapes on a char tokenizer (the suite's kernels)."""
+    return TrainOptions(data=str(data), out=str(out), tokenizer="char", context_length=TIED.context_length,
+                        d_model=TIED.d_model, n_heads=TIED.n_heads, n_layers=TIED.n_layers, d_ff=TIED.d_ff,
+                        batch_size=TIED_BT[0], eval_every=50, eval_batches=1, **options)
+
+
+def interrupt_at_call(monkeypatch, calls: int) -> None:
+    """Ctrl-C (SIGINT's KeyboardInterrupt) arrives during TrainStep's call number ``calls`` + 1."""
+    real_call = TrainStep.__call__
+
+    def interrupted(self, *args):
+        if self.calls == calls:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return real_call(self, *args)
+    monkeypatch.setattr(TrainStep, "calls", 0, raising=False)
+    monkeypatch.setattr(TrainStep, "__call__", interrupted)
+
+
+def test_ctrl_c_names_the_kept_step_and_the_command_that_continues_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("text.txt").write_text(TEXT)
+    interrupt_at_call(monkeypatch, 3)                   # steps 1-3 done, saved at 2; Ctrl-C during step 4
+    status, _, err = cli(capsys, "train", "--data", "text.txt", "--out", "runs/x", *MODEL_FLAGS, "--steps", "6",
+                         "--save-every", "2")
+    assert status == 130 and one_line(err) == ("tinyref: error: interrupted at step 4 of 6: the checkpoint in runs/x "
+                                               "holds step 2; continue it with 'tinyref train --resume runs/x --steps 6'")
+    assert load_checkpoint(Path("runs/x/checkpoint")).state["step"] == 2
+    monkeypatch.undo()                                  # the quoted command, run as given, finishes the run
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli(capsys, *shlex.split(one_line(err).split("'")[1])[1:])
+    assert status == 0, err
+    assert load_checkpoint(Path("runs/x/checkpoint")).state["step"] == 6
+
+
+def test_ctrl_c_before_the_first_save_or_into_another_out_says_so(tmp_path, monkeypatch):
+    data, a, b = tmp_path / "text.txt", tmp_path / "a", tmp_path / "b"
+    data.write_text(TEXT)
+    quiet = dict(log=lambda *_: None, progress=False)
+    train(tied_options(data, a, steps=2), **quiet)                      # a's checkpoint holds step 2
+    interrupt_at_call(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt, match="^" + re.escape(
+            f"interrupted at step 4 of 5: the checkpoint in {a} holds step 2; continue it with "
+            f"'tinyref train --resume {a} --out {b} --steps 5'") + "$"):
+        train(TrainOptions(resume=str(a), out=str(b), steps=5), **quiet)
+    monkeypatch.undo()
+    interrupt_at_call(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt, match="^interrupted at step 2 of 4, before the first checkpoint: nothing "
+                                                "was saved; run the same command again"):
+        train(tied_options(data, tmp_path / "c", steps=4, save_every=3), **quiet)
+
+
 def test_running_out_of_memory_mid_run_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     data = tmp_path / "text.txt"
     data.write_text(TEXT)
@@ -284,9 +339,7 @@ def test_running_out_of_memory_mid_run_is_one_line_and_keeps_the_checkpoint(tmp_
         return real_call(self, *args)
     monkeypatch.setattr(TrainStep, "calls", 0, raising=False)
     monkeypatch.setattr(TrainStep, "__call__", failing)
-    opts = TrainOptions(data=str(data), out=str(tmp_path / "run"), tokenizer="char", context_length=TIED.context_length,
-                        d_model=TIED.d_model, n_heads=TIED.n_heads, n_layers=TIED.n_layers, d_ff=TIED.d_ff,
-                        batch_size=TIED_BT[0], steps=10, save_every=1, eval_every=50, eval_batches=1)
+    opts = tied_options(data, tmp_path / "run", steps=10, save_every=1)
     with pytest.raises(TrainingError, match=r"out of memory \(\[Errno 12\] Cannot allocate memory\); the last "
                                             r"checkpoint in .*run/checkpoint is kept: reduce --batch-size") as e:
         train(opts, log=lambda *_: None, progress=False)

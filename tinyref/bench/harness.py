@@ -1,5 +1,5 @@
 """``tinyref bench``: training-step speed of tinyref, and (``--compare``) of PyTorch and the oracle
-on the same weights and data in the same process; generation speed with and without the KV cache.
+on the same weights and data, each in a fresh process; generation speed with and without the KV cache.
 
 Every implementation starts from one NumPy parameter dict (GPT-2's initialisation, seeded) and
 trains on one fixed batch with AdamW (lr 1e-3, no weight decay). A step is forward, mean
@@ -9,16 +9,22 @@ step by step, waiting for the device after each, and the median is reported.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..config import GPTConfig
+from ..errors import TinyrefError
 from ..runtime.memory import peak_resident_mib, reset_peak
 
 # --8<-- [start:configs]
@@ -38,8 +44,9 @@ TORCH_MISSING = ("--compare needs PyTorch, which is not installed: pip install '
 
 @dataclass
 class Result:
-    """One implementation on one config. ``peak_mem_mb``: growth of the process's peak resident set
-    while it ran (None where Linux cannot report it); ``note``: why a run was skipped, or details."""
+    """One implementation on one config. ``peak_mem_mb``: how far the peak resident set of the process
+    that ran it rose above its size just before the model was built (None where Linux cannot report
+    it); ``note``: why a run was skipped, or details."""
     impl: str
     config: str
     ms_per_step: float | None
@@ -161,27 +168,56 @@ def torch_available() -> bool:
     return True
 
 
-def bench_config(name: str, steps: int, compare: bool, log=None) -> list[Result]:
-    """Every implementation on config ``name``, in IMPLS order (torch ones only with ``compare``)."""
+def bench_one(impl: str, name: str, steps: int) -> Result:
+    """``impl`` on config ``name`` in this process (a failed torch.compile becomes a note, not an error)."""
     batch, cfg = CONFIGS[name]
     params, (x, y) = bench_params(cfg), bench_batch(cfg, batch)
-    tokens = batch * cfg.context_length
-    makers = {"tinyref": tinyref_step_maker(cfg, params, x, y)}
-    if compare:
-        makers["torch-eager"] = torch_step_maker(cfg, params, x, y, compile=False)
-        makers["torch-compile"] = torch_step_maker(cfg, params, x, y, compile=True)
-        makers["oracle"] = oracle_step_maker(cfg, params, x, y)
+    makers = {"tinyref": lambda: tinyref_step_maker(cfg, params, x, y),
+              "torch-eager": lambda: torch_step_maker(cfg, params, x, y, compile=False),
+              "torch-compile": lambda: torch_step_maker(cfg, params, x, y, compile=True),
+              "oracle": lambda: oracle_step_maker(cfg, params, x, y)}
+    try:
+        return time_steps(impl, name, batch * cfg.context_length, makers[impl](), steps)
+    except Exception as e:  # noqa: BLE001 - torch.compile needs a working C++ toolchain; report why it failed
+        if impl != "torch-compile":
+            raise
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no details'}"
+        return Result(impl, name, None, None, None, None, note=f"torch.compile failed: {reason[:200]}")
+
+
+def run_fresh(module: str, args: list[str], what: str, env: dict[str, str] | None = None) -> dict:
+    """``python -m module args`` in a fresh process (tinyref and oracle importable); the JSON of its last
+    line of output, or TinyrefError naming ``what`` and the last line it wrote to stderr."""
+    root = str(Path(__file__).resolve().parents[2])
+    base = env or os.environ
+    env = {**base, "PYTHONPATH": os.pathsep.join(filter(None, [root, base.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TinyrefError(f"the {what} run failed (exit {done.returncode}): {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_fresh(impl: str, name: str, steps: int, device: str | None = None, threads: int | None = None,
+                beam: int = 0) -> Result:
+    """``bench_one`` in a fresh process, so its peak memory is its own. In one process an implementation
+    reuses the pages that an earlier one freed but the allocator kept resident, and its peak hardly
+    rises: torch.compile at L read 0 MB after tinyref, PyTorch eager and its own warm-up had run."""
+    args = [impl, name, str(steps), "--beam", str(beam)] + (["--device", device] if device else []) \
+        + (["--threads", str(threads)] if threads else [])
+    return Result(**run_fresh("tinyref.bench.harness", args, f"{impl} {name}"))
+
+
+def bench_config(name: str, steps: int, compare: bool, log=None, device: str | None = None,
+                 threads: int | None = None, beam: int = 0) -> list[Result]:
+    """Every implementation on config ``name``, in IMPLS order (torch ones and the oracle only with
+    ``compare``, and then each in its own process: ``bench_fresh``); tinyref alone runs in this one."""
+    impls = IMPLS if compare else ("tinyref",)
     results = []
-    for impl, make in makers.items():
+    for impl in impls:
         if log:
             log(f"  {name} {impl}: warming up and timing {steps} steps ...")
-        try:
-            results.append(time_steps(impl, name, tokens, make, steps))
-        except Exception as e:  # noqa: BLE001 - torch.compile needs a working C++ toolchain; report why it failed
-            if impl != "torch-compile":
-                raise
-            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no details'}"
-            results.append(Result(impl, name, None, None, None, None, note=f"torch.compile failed: {reason[:200]}"))
+        results.append(bench_fresh(impl, name, steps, device, threads, beam) if compare else bench_one(impl, name, steps))
     return results
 
 
@@ -223,3 +259,29 @@ def machine_info(device: str) -> dict:
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
     return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One implementation on one config, as one line of JSON (what ``bench_fresh`` runs)."""
+    from ..runtime.devices import select_device
+    p = argparse.ArgumentParser(prog="python -m tinyref.bench.harness", description=main.__doc__)
+    p.add_argument("impl", choices=IMPLS)
+    p.add_argument("config", choices=CONFIGS)
+    p.add_argument("steps", type=int)
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--beam", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.impl == "tinyref":
+        select_device(args.device)
+        if args.beam:
+            from tinygrad.helpers import BEAM
+            BEAM.value = args.beam
+    if args.threads and args.impl.startswith("torch"):
+        import torch
+        torch.set_num_threads(args.threads)
+    print(json.dumps(bench_one(args.impl, args.config, args.steps).to_dict()))
+
+
+if __name__ == "__main__":
+    main()

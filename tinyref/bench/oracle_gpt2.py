@@ -19,16 +19,15 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..config import GPTConfig
 from ..errors import UsageError
 from ..runtime.memory import peak_resident_mib, reset_peak
+from .harness import run_fresh
 
 GPT2_SMALL = GPTConfig(vocab_size=50257, context_length=1024, d_model=768, n_heads=12, n_layers=12)
 # implementation -> Hugging Face attn_implementation (None: the oracle); the first PyTorch one is the yardstick
@@ -98,17 +97,11 @@ def measure(impl: str, seq_len: int, seed: int) -> dict:
 
 
 def run_in_process(impl: str, seq_len: int, seed: int, numpy_hugepages: bool) -> dict:
-    """``measure`` in a fresh Python process (so its peak is its own); raises RuntimeError if it fails."""
-    root = str(Path(__file__).resolve().parents[2])          # where tinyref and oracle are importable
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    """``measure`` in a fresh Python process (so its peak is its own); TinyrefError if it fails."""
+    env = dict(os.environ)
     if IMPLS[impl] is None and not numpy_hugepages:
         env["NUMPY_MADVISE_HUGEPAGE"] = "0"
-    done = subprocess.run([sys.executable, "-m", "tinyref.bench.oracle_gpt2", impl, str(seq_len), str(seed)],
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the {impl} run failed (exit {done.returncode}): {tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh("tinyref.bench.oracle_gpt2", [impl, str(seq_len), str(seed)], impl, env)
 
 
 def torch_and_transformers_available() -> bool:

@@ -1,18 +1,21 @@
-"""docs/results.md, rendered from the JSON that ``tinyref bench --json`` and ``tinyref check --json``
-wrote into docs/results/: the page shows the current figures with their machine and date, and
-regenerating it from the same JSON gives the same page (a test holds the committed page to that).
+"""docs/results.md and its charts, rendered from the JSON that ``tinyref bench --json`` and
+``tinyref check --json`` wrote into docs/results/: the page shows the current figures with their
+machine and date, and regenerating it from the same JSON gives the same page and the same chart
+bytes (a test holds the committed page and PNGs to that).
 
-    python -m tinyref.bench.report                  # docs/results/*.json -> docs/results.md
-    python -m tinyref.bench.report --check          # exit 1 if docs/results.md is out of date
+    python -m tinyref.bench.report                  # docs/results/*.json -> docs/results.md, docs/results/*.png
+    python -m tinyref.bench.report --check          # exit 1 if the page or a chart is out of date
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from .charts import charts
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA, PAGE = ROOT / "docs" / "results", ROOT / "docs" / "results.md"
@@ -46,7 +49,22 @@ def machine_section(machine: dict) -> list[str]:
         ["load average at the start (1, 5, 15 min)", load], ["tinygrad switches set", env]])]
 
 
-def training_section(bench: dict) -> list[str]:
+def figure(images: dict[str, str], name: str, alt: str) -> list[str]:
+    """The markdown of chart ``name`` (images: name -> its link from the page), or nothing if it was not drawn."""
+    return [f"![{alt}]({images[name]})", ""] if name in images else []
+
+
+def peak_note(bench: dict) -> str:
+    """How the peak MB column was measured: by a process per implementation, or (JSON written before
+    tinyref bench did that) by one process for all, where a later implementation under-reads."""
+    if bench.get("process_per_impl"):
+        return "Peak MB: how far the resident memory of the implementation's own process rose while it ran."
+    return ("Peak MB: how far the resident memory of the one process that ran them all rose while each ran; a "
+            "later implementation reuses memory an earlier one freed, so its figure reads low, down to 0. "
+            "Measure again for each implementation's own peak: tinyref bench --compare runs each in its own process.")
+
+
+def training_section(bench: dict, images: dict[str, str]) -> list[str]:
     rows = []
     for r in bench["results"]:
         eager = next((e["tokens_per_s"] for e in bench["results"]
@@ -56,7 +74,9 @@ def training_section(bench: dict) -> list[str]:
                      fmt(r["tokens_per_s"], ",.0f"), fmt(r["peak_mem_mb"], ".0f"), ratio + (f" ({r['note']})" if r.get("note") else "")])
     lines = ["## Training speed", "", f"`{SOURCES['bench.json']}`: one training step (forward, loss, backward, AdamW) "
              "on the same weights and batch in every implementation, median of the timed steps; "
-             "the ratio is tokens/s against PyTorch eager in the same run.", "",
+             "the ratio is tokens/s against PyTorch eager in the same run. " + peak_note(bench), "",
+             *figure(images, "speed.png", "Bar chart: training tokens per second of each implementation on configs "
+                     "S, M and L, log scale"),
              *table(["config", "implementation", "warm-up s", "ms/step", "tokens/s", "peak MB", "vs torch-eager"], rows)]
     if bench.get("generation"):
         gen = [[g["config"], "yes" if g["kv_cache"] else "no", str(g["new_tokens"]), fmt(g["tokens_per_s"], ",.1f"),
@@ -66,8 +86,10 @@ def training_section(bench: dict) -> list[str]:
     return lines
 
 
-def profile_section(profile: dict) -> list[str]:
-    lines = ["## Where a step's time goes", "", f"`{SOURCES['bench-profile.json']}`:", ""]
+def profile_section(profile: dict, images: dict[str, str]) -> list[str]:
+    lines = ["## Where a step's time goes", "", f"`{SOURCES['bench-profile.json']}`:", "",
+             *figure(images, "profile.png", "Stacked bars: the share of a step's kernel time spent in matmul, "
+                     "elementwise and reduction kernels, per config")]
     for p in profile.get("profiles", []):
         lines += [f"### {p['config']}", "", *table(["kernel class", "kernels", "ms per step", "share"],
                   [[c["class"], str(c["kernels"]), fmt(c["ms"], ".2f"), fmt(c.get("share"), ".0%")] for c in p["classes"]])]
@@ -98,13 +120,15 @@ def check_section(check: dict) -> list[str]:
             *table(["device", "model", "dtype", "forward err", "gradient err", "causal", "seconds", "verdict"], rows)]
 
 
-def oracle_gpt2_section(data: dict) -> list[str]:
+def oracle_gpt2_section(data: dict, images: dict[str, str]) -> list[str]:
     rows = [[r["impl"], fmt(r["seconds"], ".1f"), fmt(r["peak_mem_mb"], ",.0f"), fmt(r.get("time_ratio"), ".2f"),
              fmt(r.get("memory_ratio"), ".2f")] for r in data["results"]]
     shape = data.get("shape", {})
     what = ", ".join(f"{k} {v}" for k, v in shape.items())
     return ["## The oracle at GPT-2 small's size", "", f"`{SOURCES['oracle-gpt2.json']}`: float64 forward and backward "
             f"({what}), random weights; each implementation in its own process.", "",
+            *figure(images, "oracle-gpt2.png", "Bar charts: seconds and peak memory of one GPT-2 small step, the "
+                    "oracle against Hugging Face's GPT-2 in PyTorch"),
             *table(["implementation", "seconds", "peak MB", "time vs PyTorch", "memory vs PyTorch"], rows)]
 
 
@@ -124,7 +148,9 @@ def load(directory: Path) -> dict[str, dict]:
     return data
 
 
-def render(data: dict[str, dict]) -> str:
+def render(data: dict[str, dict], images: dict[str, str] | None = None) -> str:
+    """The page; ``images``: chart file name -> its link from the page, for the charts drawn (none by default)."""
+    images = images or {}
     bench = data["bench.json"]
     lines = ["# Results", "", "<!-- generated by 'python -m tinyref.bench.report' from docs/results/*.json: "
              "edit the JSON (by measuring again), not this page -->", "",
@@ -132,34 +158,41 @@ def render(data: dict[str, dict]) -> str:
              "Measure again with `bash scripts/measure-results.sh` (it runs the commands below and "
              "regenerates this page). Timings on a shared machine move between runs: compare ratios "
              "taken in the same run, not absolute times across runs.", "",
-             *machine_section(bench["machine"]), "", *training_section(bench), ""]
+             *machine_section(bench["machine"]), "", *training_section(bench, images), ""]
     if "bench-profile.json" in data:
-        lines += profile_section(data["bench-profile.json"])
+        lines += profile_section(data["bench-profile.json"], images)
     lines += [*check_section(data["check.json"]), ""]
     if "oracle-gpt2.json" in data:
-        lines += [*oracle_gpt2_section(data["oracle-gpt2.json"]), ""]
+        lines += [*oracle_gpt2_section(data["oracle-gpt2.json"], images), ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyref.bench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA, help="folder of the JSON files (default docs/results)")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of the JSON files, where the charts go too "
+                                                                "(default docs/results)")
     parser.add_argument("--out", type=Path, default=PAGE, help="the page to write (default docs/results.md)")
-    parser.add_argument("--check", action="store_true", help="do not write: exit 1 if the page differs from the JSON")
+    parser.add_argument("--check", action="store_true", help="do not write: exit 1 if the page or a chart differs "
+                                                             "from what the JSON gives")
     args = parser.parse_args(argv)
     try:
-        page = render(load(args.data))
+        data = load(args.data)
+        images = charts(data)
     except UsageError as e:
         sys.stderr.write(f"tinyref: error: {e}\n")
         return 2
+    link = Path(os.path.relpath(args.data, args.out.parent))
+    outputs = {args.out: render(data, {name: (link / name).as_posix() for name in images}).encode(),
+               **{args.data / name: image for name, image in images.items()}}
     if args.check:
-        current = args.out.read_text() if args.out.is_file() else ""
-        if current != page:
-            sys.stderr.write(f"{args.out} is out of date: run python -m tinyref.bench.report\n")
+        stale = [str(path) for path, content in outputs.items() if not path.is_file() or path.read_bytes() != content]
+        if stale:
+            sys.stderr.write(f"{', '.join(stale)} out of date: run python -m tinyref.bench.report\n")
             return 1
         return 0
-    args.out.write_text(page)
-    print(f"wrote {args.out}")
+    for path, content in outputs.items():
+        path.write_bytes(content)
+        print(f"wrote {path}")
     return 0
 
 

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(f"tinyref: error: out of memory ({' '.join(str(e).split())}): use a smaller model, batch or text\n")
         return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("tinyref: error: interrupted\n")
+    except KeyboardInterrupt as e:          # train's says where the run stopped and how to continue it
+        sys.stderr.write(f"tinyref: error: {e or 'interrupted'}\n")
         return 130
 
 

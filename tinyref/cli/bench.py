@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         batch, cfg = CONFIGS[name]
         log(f"{name}: {parameter_count(cfg):,} parameters, batch {batch}; memory: {check_training_memory(cfg, batch)}")
-        rows = bench_config(name, args.steps, args.compare, log=log)
+        rows = bench_config(name, args.steps, args.compare, log=log, device=args.device, threads=args.threads,
+                            beam=args.beam)
         results += rows
         if not args.json:
             eager = next((r.tokens_per_s for r in rows if r.impl == "torch-eager"), None)
@@ -133,5 +134,5 @@ def run(args: argparse.Namespace) -> int:
                     + (" (the window slides past the context, refilling the cache)" if cached["slides"] else ""))
     if args.json:
         print(json.dumps({"machine": {**machine_info(device), "beam": args.beam}, "results": [r.to_dict() for r in results],
-                          "generation": generation}, indent=2))
+                          "generation": generation, "process_per_impl": args.compare}, indent=2))
     return 0

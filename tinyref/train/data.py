@@ -5,6 +5,7 @@ import codecs
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -45,20 +46,31 @@ def synthetic_batches(n_batches: int, batch_size: int, context_length: int, voca
 CHUNK_BYTES = 1 << 20
 
 
+def special_file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, in words (/dev/zero: "a character device")."""
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 def check_data_file(path) -> Path:
     """The data file as a Path, or DataError saying why it cannot be training text."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist: give --data a UTF-8 text file")
-    if path.is_dir():
-        raise DataError(f"data file {path} is a directory: give --data a UTF-8 text file")
     try:
-        size = path.stat().st_size
+        info = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"data file {path} does not exist: give --data a UTF-8 text file") from None
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):    # before opening it: opening a FIFO waits for a writer; /dev/zero never ends
+        raise DataError(f"data file {path} is {special_file_kind(info.st_mode)}, not a regular file: give --data "
+                        "a UTF-8 text file")
+    try:
         with open(path, "rb"):
             pass
     except OSError as e:
         raise DataError(f"cannot read data file {path}: {e.strerror or e}") from None
-    if size == 0:
+    if info.st_size == 0:
         raise DataError(f"data file {path} is empty: give --data a file with some text")
     return path
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,31 @@ class TrainResult:
     checkpoint: Path
 
 
+@dataclass
+class KeptCheckpoint:
+    """The checkpoint an interrupted run leaves, as the user named its folders: what Ctrl-C reports."""
+    out: Path | None = None            # --out as given
+    steps: int = 0                     # --steps of the run
+    step_now: int = 0                  # the step being taken
+    resume: Path | None = None         # the folder to --resume from (None: nothing saved yet)
+    step: int = 0                      # the step that checkpoint holds
+    same_out: bool = True              # it is --out's own checkpoint (else --out must be named to continue)
+
+    def found(self, resume: Path, step: int, same_out: bool) -> None:
+        self.resume, self.step, self.same_out = resume, step, same_out
+
+    def interrupted(self) -> str:
+        """One line: where the run stopped, what the kept checkpoint holds, the command that continues it."""
+        if self.out is None:
+            return "interrupted before training started: nothing was written"
+        at = f"interrupted at step {self.step_now} of {self.steps}" if self.step_now else "interrupted"
+        if self.resume is None:
+            return f"{at}, before the first checkpoint: nothing was saved; run the same command again to start over"
+        out = "" if self.same_out else f" --out {shlex.quote(str(self.out))}"
+        return (f"{at}: the checkpoint in {self.resume} holds step {self.step}; continue it with "
+                f"'tinyref train --resume {shlex.quote(str(self.resume))}{out} --steps {self.steps}'")
+
+
 def make_eval(model: GPTStyleTransformer):
     """A jitted forward pass returning the mean loss of one batch (no gradients, float32 weights)."""
     @TinyJit
@@ -53,9 +79,11 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
     and resumed or not (weights, AdamW moments, step and the data sampler's state are checkpointed).
     While it runs, it alone writes its --out folder (RunLock); running out of memory ends it with one line.
     """
-    lock = RunLock()
+    lock, kept = RunLock(), KeptCheckpoint()
     try:
-        return _train(opts, log, progress, lock)
+        return _train(opts, log, progress, lock, kept)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(kept.interrupted()) from None
     except (MemoryError, OSError) as e:
         if not is_out_of_memory(e):
             raise
@@ -66,14 +94,18 @@ def train(opts: TrainOptions, log=print, progress: bool = True) -> TrainResult:
         lock.release()
 
 
-def _train(opts: TrainOptions, log, progress: bool, lock: RunLock) -> TrainResult:
-    """The run itself; ``lock`` is taken as soon as --out is known to exist, else once it is created."""
+def _train(opts: TrainOptions, log, progress: bool, lock: RunLock, kept: KeptCheckpoint) -> TrainResult:
+    """The run itself; ``lock`` is taken as soon as --out is known to exist, else once it is created;
+    ``kept`` follows the checkpoint a Ctrl-C would leave."""
     ckpt_in = checkpoint_dir(opts.resume) if opts.resume else None
     saved_state = load_train_state(ckpt_in) if ckpt_in else None
     o = resolve_options(opts, saved_state["options"] if saved_state else None)
     check_data_file(o.data)
-    out = Path(opts.out or (ckpt_in.parent if ckpt_in and ckpt_in.name == CHECKPOINT_DIR else TRAIN_DEFAULTS["out"]))
-    out = out.absolute()
+    out_arg = Path(opts.out or (ckpt_in.parent if ckpt_in and ckpt_in.name == CHECKPOINT_DIR else TRAIN_DEFAULTS["out"]))
+    out = out_arg.absolute()
+    kept.out, kept.steps = out_arg, o.steps
+    if ckpt_in:
+        kept.found(Path(opts.resume), int(saved_state["step"]), same_out=ckpt_in.absolute() == out / CHECKPOINT_DIR)
     if out.is_dir():
         lock.acquire(out)              # a second writer stops here, before any work
     device = select_device(o.device)
@@ -149,6 +181,7 @@ def _train(opts: TrainOptions, log, progress: bool, lock: RunLock) -> TrainResul
         say = bar.write if progress else log
         timed_from, timed_tokens, t0 = start + 2, 0, time.perf_counter()   # step 1 compiles and captures the jit; time from step 3
         for step in range(start, o.steps):
+            kept.step_now = step + 1
             lr = lr_at(step, o.lr, o.warmup_steps, o.decay_steps, o.lr_schedule, o.min_lr)
             x, y = sampler.sample(o.accum_steps * o.batch_size)                 # (k*B, T)
             shape = (o.accum_steps, o.batch_size, o.context_length)
@@ -178,6 +211,7 @@ def _train(opts: TrainOptions, log, progress: bool, lock: RunLock) -> TrainResul
                 metrics_file.flush()
                 state = {"step": step + 1, "sampler": sampler.state, "options": asdict(o)}
                 save_checkpoint(ckpt_out, model, opt, tokenizer, state)
+                kept.found(out_arg, step + 1, same_out=True)
     log(f"Saved checkpoint at step {o.steps}: {ckpt_out}")
     if timed_tokens:
         log(f"Speed: {timed_tokens / (time.perf_counter() - t0):,.0f} tokens/s after compiling; "
