@@ -173,16 +173,19 @@ def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, 
     assert row.ok is False and "logits" in row.reason
 
 
-def test_the_llama_variant_is_checked_on_request(default_backend):
-    """--model llama: rotary positions, RMSNorm, SwiGLU and grouped-query attention agree on the check case."""
-    case = tinyref.verify.check.case_for(default_backend, "llama")
-    cfg = case.config
-    assert (cfg.positions, cfg.norm, cfg.activation, cfg.gated_mlp, cfg.bias, cfg.tie_embeddings) == (
-        "rope", "rmsnorm", "silu", True, False, False)
-    assert cfg.n_kv_heads == 2
-    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "llama")
-    assert (row.model, row.ok, row.causal_ok) == ("llama", True, True), row
-    assert 0 < row.forward_max_err < FLOAT32.atol and 0 < row.grad_max_err < FLOAT32_GRAD.atol
+def test_the_llama_variant_is_checked_on_request(default_backend, capsys, monkeypatch):
+    """--model llama runs the Llama case (rotary positions, RMSNorm, SwiGLU, 2 kv heads) and prints its row: the
+    device's shared Llama run (tests/test_devices.py), not recompiled here."""
+    llama = tinyref.verify.check.case_for(default_backend, "llama")
+    assert (llama.config.positions, llama.config.norm, llama.config.gated_mlp, llama.config.n_kv_heads) == (
+        "rope", "rmsnorm", True, 2)
+    shared = device_result(default_backend, case=llama)
+    monkeypatch.setattr(tinyref.verify.check, "run_case", lambda device, dtype, case=None, seed=0: (
+        shared if case == llama else pytest.fail("llama must run its own case")))
+    status, report = check_json(capsys, "--device", default_backend, "--model", "llama")
+    (row,) = report["devices"]
+    assert status == 0 and (row["model"], row["ok"], row["causal_ok"]) == ("llama", True, True), row
+    assert 0 < row["forward_max_err"] < FLOAT32.atol and 0 < row["grad_max_err"] < FLOAT32_GRAD.atol
 
 
 def test_the_llama_check_fails_when_the_oracle_pairs_other_rotary_dimensions(default_backend, monkeypatch):
