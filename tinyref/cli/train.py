@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ACTIVATIONS, MODEL_PRESETS, NORMS, POSITIONS, ROPE_STYLES, VARIANT_FIELDS
+from ..config import ACTIVATIONS, MODEL_PRESETS, NORMS, POSITIONS, ROPE_STYLES, VARIANT_FIELDS, preset_fields
 from ..errors import UsageError
 from .flags import COUNT, INT32_MAX, POSITIVE, SEED, integer, number
 from ..train import TrainOptions, train, train_next_word_predictor
@@ -86,6 +86,11 @@ def demo_settings(values: dict) -> dict:
             **{k: values[k] for k in VARIANT_FIELDS if values[k] is not None}}
 
 
+def check_demo_model(settings: dict) -> None:
+    """A combination of the demo's flags that no model has: one usage line naming the flags, before any work."""
+    check_architecture({**settings, **preset_fields(settings["model"], settings)})
+
+
 def run(args: argparse.Namespace) -> int:
     values = vars(args)
     if args.data is None and args.resume is None:
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{', '.join(extra)} need --data FILE (or --resume DIR); without them "
                              "'tinyref train' runs the demo")
         settings = demo_settings(values)
-        check_architecture({"positions": MODEL_PRESETS[settings["model"]].get("positions"), **settings})
+        check_demo_model(settings)
         train_next_word_predictor(**settings, device=args.device)
         return 0
     if args.epochs is not None:
