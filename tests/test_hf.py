@@ -1,5 +1,5 @@
-"""Hugging Face GPT-2 interop: a random HF model (built locally, no download) converted to tinyref's
-layout gives the same logits and gradients in the oracle (float64) and in tinyref (float32)."""
+"""Hugging Face GPT-2 and Llama interop: a random HF model (built locally, no download) converted to
+tinyref's layout gives the same logits and gradients in the oracle (float64) and in tinyref (float32)."""
 import json
 
 import numpy as np
@@ -7,16 +7,18 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import oracle
-from helpers import TIED, TIED_BT, UNTIED, UNTIED_BT, load_params, oracle_forward_backward, tinyref_forward_backward
+from helpers import LLAMA, TIED, TIED_BT, UNTIED, UNTIED_BT, load_params, oracle_forward_backward, tinyref_forward_backward
 from strategies import seeds
 from tinyref import CheckpointError, ConfigError, GPTConfig, GPTStyleTransformer
-from tinyref.verify.hf import config_from_hf, config_to_hf, from_hf, load_hf_gpt2, save_hf_gpt2, to_hf, transpose_conv1d
+from tinyref.verify.hf import (config_from_hf, config_from_hf_llama, config_to_hf, config_to_hf_llama, from_hf, from_hf_llama,
+                               load_hf_gpt2, save_hf_gpt2, to_hf, to_hf_llama, transpose_conv1d)
 from tinyref.bench.oracle_gpt2 import GPT2_SMALL, gpt2_inputs, hf_gpt2_model
 from tinyref.testing import ReferenceMismatch, assert_matches_reference
-from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, FLOAT64, compare
+from tinyref.verify.tolerances import FLOAT32, FLOAT32_CASTS, FLOAT32_GRAD, FLOAT64, compare
+from torch_llamas import hf_float64
 
 CASES = {"tied": (TIED, TIED_BT), "untied": (UNTIED, UNTIED_BT)}
 _tinyref_models = {}
@@ -26,22 +28,28 @@ def hf_model(cfg: GPTConfig, seed: int, activation: str = "gelu_new") -> GPT2LMH
     """A float64 HF GPT-2 in eval mode with N(0, 0.5^2) weights (LayerNorm gains 1 + N(0, 0.5^2)), all at
     float32 values: large enough that every term matters, exactly representable for tinyref's float32."""
     hf_config = GPT2Config(**{**config_to_hf(cfg), "activation_function": activation}, attn_implementation="eager")
-    model = GPT2LMHeadModel(hf_config).double().eval()
+    return randomized(GPT2LMHeadModel(hf_config), seed, lambda name: ".ln_" in f".{name}" and name.endswith(".weight"))
+
+
+def randomized(model, seed: int, is_gain):
+    """``model`` in float64 and eval mode, its weights N(0, 0.5^2) (gains, where ``is_gain(name)``, 1 + N(0, 0.5^2))
+    at float32 values."""
+    model = model.double().eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             x = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5
-            p.copy_((1.0 + x if ".ln_" in f".{name}" and name.endswith(".weight") else x).float().double())
+            p.copy_((1.0 + x if is_gain(name) else x).float().double())
     return model
 
 
-def hf_forward_backward(model, cfg, idx, targets):
-    """(logits, loss, grads) from HF, float64, gradients converted to tinyref's layout."""
+def hf_forward_backward(model, cfg, idx, targets, convert=from_hf):
+    """(logits, loss, grads) from HF, float64, gradients converted to tinyref's layout by ``convert``."""
     model.zero_grad()
     logits = model(torch.tensor(idx)).logits                                  # (B, T, V)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), torch.tensor(targets).reshape(-1))
     loss.backward()
-    grads = from_hf({k: p.grad for k, p in model.named_parameters()}, cfg)
+    grads = convert({k: p.grad for k, p in model.named_parameters()}, cfg)
     return logits.detach().numpy(), loss.item(), grads
 
 
@@ -252,3 +260,112 @@ def test_a_bias_free_model_has_no_hf_form(tmp_path):
             convert()
         assert "\n" not in str(e.value) and "bias=False has no Hugging Face GPT-2 form" in str(e.value)
     assert not (tmp_path / "x").exists()
+
+
+# --- LlamaForCausalLM ------------------------------------------------------------------------------
+
+LLAMA_VARIANT = GPTConfig.llama(13, 16, 24, 3, 2, n_kv_heads=1, d_ff=40, rope_theta=5e5, layer_norm_eps=1e-6,
+                                tie_embeddings=True, bias=True)    # one kv head, tied, biases, another theta and eps
+
+
+def hf_llama_model(cfg: GPTConfig, seed: int) -> LlamaForCausalLM:
+    """A float64 HF Llama (eager attention) with N(0, 0.5^2) weights (RMSNorm gains 1 + N(0, 0.5^2)), at float32 values."""
+    model = LlamaForCausalLM._from_config(LlamaConfig(**config_to_hf_llama(cfg)), attn_implementation="eager")
+    return randomized(model, seed, lambda name: name.endswith("norm.weight"))
+
+
+def hf_llama_forward_backward(model, cfg, idx, targets):
+    """hf_forward_backward for HF's Llama: gradients through the Llama bridge."""
+    return hf_forward_backward(model, cfg, idx, targets, convert=from_hf_llama)
+
+
+def llama_case(cfg, seed):
+    model = hf_llama_model(cfg, seed)
+    rng = np.random.default_rng(seed)
+    idx, targets = rng.integers(0, cfg.vocab_size, (2, 8)), rng.integers(0, cfg.vocab_size, (2, 8))
+    return model, from_hf_llama(model.state_dict(), cfg), idx, targets
+
+
+@pytest.mark.parametrize("cfg", [LLAMA, LLAMA_VARIANT], ids=["llama", "variant"])
+def test_llama_config_round_trips_through_hf(cfg):
+    hf = LlamaConfig(**config_to_hf_llama(cfg))
+    assert config_from_hf_llama(hf.to_dict()) == cfg
+    assert (hf.num_key_value_heads, hf.rope_parameters["rope_theta"], hf.rms_norm_eps, hf.tie_word_embeddings,
+            hf.attention_bias, hf.mlp_bias) == (cfg.n_kv_heads, cfg.rope_theta, cfg.layer_norm_eps, cfg.tie_embeddings,
+                                                cfg.bias, cfg.bias)
+    # a config.json written before rope_parameters: rope_theta at the top, rope_scaling null
+    old = {k: v for k, v in config_to_hf_llama(cfg).items() if k != "rope_parameters"}
+    assert config_from_hf_llama({**old, "rope_theta": cfg.rope_theta, "rope_scaling": None}) == cfg
+
+
+@pytest.mark.parametrize("cfg", [LLAMA, LLAMA_VARIANT], ids=["llama", "variant"])
+def test_llama_state_dicts_round_trip_both_ways(cfg):
+    params = oracle.init_params(cfg, np.random.default_rng(0))
+    state = to_hf_llama(params, cfg)
+    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    assert state["model.layers.1.self_attn.k_proj.weight"].shape == (KV * hd, cfg.d_model)
+    np.testing.assert_array_equal(state["model.layers.0.self_attn.v_proj.weight"],
+                                  params["h.0.attn.c_attn.weight"][(H + KV) * hd:])       # [q | k | v]: v last
+    np.testing.assert_array_equal(state["model.layers.0.mlp.gate_proj.weight"], params["h.0.mlp.c_gate.weight"])
+    np.testing.assert_array_equal(state["model.layers.0.mlp.up_proj.weight"], params["h.0.mlp.c_fc.weight"])
+    model = LlamaForCausalLM(LlamaConfig(**config_to_hf_llama(cfg))).double()
+    model.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=True)     # every HF key, no other
+    back = from_hf_llama(model.state_dict(), cfg)
+    assert sorted(back) == sorted(params)
+    for k in params:
+        np.testing.assert_array_equal(back[k], params[k], err_msg=k)
+    again = to_hf_llama(from_hf_llama(state, cfg), cfg)
+    assert all(np.array_equal(again[k], state[k]) for k in state) and sorted(again) == sorted(state)
+
+
+@pytest.mark.parametrize("cfg", [LLAMA, LLAMA_VARIANT], ids=["llama", "variant"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_oracle_reproduces_hf_llama_through_the_bridge(cfg, seed):
+    """HF's own float64 Llama: with its float32 casts removed it equals the oracle within FLOAT64; as shipped
+    it does not, and is within FLOAT32_CASTS."""
+    model, params, idx, targets = llama_case(cfg, seed)
+    expected = oracle_forward_backward(params, cfg, idx, targets)
+    with hf_float64():
+        exact = hf_llama_forward_backward(model, cfg, idx, targets)
+    assert not mismatches(exact, expected, FLOAT64, FLOAT64), "\n".join(mismatches(exact, expected, FLOAT64, FLOAT64))
+    shipped = hf_llama_forward_backward(model, cfg, idx, targets)
+    assert mismatches(shipped, expected, FLOAT64, FLOAT64)                 # its float32 casts show in float64
+    assert not mismatches(shipped, expected, FLOAT32_CASTS, FLOAT32_CASTS)
+
+
+def test_oracle_vs_hf_llama_catches_a_kv_head_order_slip():
+    """Negative control: k and v rows swapped in the bridge (shapes fit) leave the oracle far from HF."""
+    model, params, idx, targets = llama_case(LLAMA, 0)
+    H, KV, hd = LLAMA.n_heads, LLAMA.n_kv_heads, LLAMA.head_dim
+    w = params["h.0.attn.c_attn.weight"]
+    swapped = np.concatenate([w[:H * hd], w[(H + KV) * hd:], w[H * hd:(H + KV) * hd]])
+    found = mismatches(oracle_forward_backward({**params, "h.0.attn.c_attn.weight": swapped}, LLAMA, idx, targets),
+                       hf_llama_forward_backward(model, LLAMA, idx, targets), FLOAT32_CASTS, FLOAT32_CASTS)
+    assert found and found[0].startswith("logits: worst element")
+
+
+def test_bad_hf_llama_input_is_a_one_line_error():
+    hf = config_to_hf_llama(LLAMA)
+    for bad, message in [({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling .*'llama3'"),
+                         ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}, "rope scaling .*'linear'"),
+                         ({"attention_bias": True}, "attention_bias=True with mlp_bias=False"),
+                         ({"head_dim": 8}, "head_dim=8 differs from hidden_size / num_attention_heads = 4"),
+                         ({"hidden_act": "relu"}, "hidden_act='relu'")]:
+        with pytest.raises(ConfigError, match=message) as e:
+            config_from_hf_llama({**hf, **bad})
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"lacks \['num_attention_heads'\]"):
+        config_from_hf_llama({k: v for k, v in hf.items() if k != "num_attention_heads"})
+    params = oracle.init_params(LLAMA, np.random.default_rng(0))
+    interleaved = GPTConfig(**{**LLAMA.to_dict(), "rope_style": "interleaved"})
+    for convert in (lambda: config_to_hf_llama(interleaved), lambda: to_hf_llama(params, interleaved),
+                    lambda: config_to_hf_llama(TIED)):
+        with pytest.raises(ConfigError, match="has no Hugging Face LlamaForCausalLM form") as e:
+            convert()
+        assert "\n" not in str(e.value)
+    state = to_hf_llama(params, LLAMA)
+    with pytest.raises(CheckpointError, match=r"missing \['model.layers.1.self_attn.k_proj.weight'\]"):
+        from_hf_llama({k: v for k, v in state.items() if k != "model.layers.1.self_attn.k_proj.weight"}, LLAMA)
+    tied = GPTConfig(**{**LLAMA.to_dict(), "tie_embeddings": True})
+    with pytest.raises(CheckpointError, match="lm_head.weight differs from model.embed_tokens.weight"):
+        from_hf_llama({**state}, tied)

@@ -1,8 +1,10 @@
-"""tinyref.testing.torch: PyTorch GPT-2s written the nanoGPT, minGPT and Hugging Face ways pass, and a
-planted bug is reported at the submodule where it first shows."""
+"""tinyref.testing.torch: PyTorch GPT-2s written the nanoGPT, minGPT and Hugging Face ways, and Llamas
+written the Hugging Face and Meta ways, pass, and a planted bug is reported at the submodule where it
+first shows."""
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,9 @@ from transformers.utils import logging as hf_logging
 from tinyref import GPTConfig, UsageError
 from tinyref.testing import ReferenceMismatch
 from tinyref.testing.torch import check_torch_model, infer_config
+from tinyref.verify.tolerances import FLOAT32_CASTS, max_error
 from torch_gpts import MinStyleGPT, NanoConfig, NanoStyleGPT
+from torch_llamas import BUGS, MetaStyleLlama, ModelArgs, hf_bug, hf_float64, hf_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -56,12 +60,13 @@ def test_gpt2s_written_three_ways_pass_with_the_config_read_off_the_model(build)
         not isinstance(model, GPT2LMHeadModel))   # logits, every gradient, and the loss nanoGPT/minGPT return
 
 
-def test_the_model_is_left_as_it_was():
-    model = MinStyleGPT(NanoConfig())       # its MLP runs through a lambda over the original modules
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+@pytest.mark.parametrize("build", [lambda: MinStyleGPT(NanoConfig()), lambda: hf_llama().train()], ids=["mingpt", "hf-llama"])
+def test_the_model_is_left_as_it_was(build):
+    model = build()       # minGPT's MLP runs through a lambda over the original modules; HF's Llama has buffers
+    before = {k: v.clone() for k, v in [*model.state_dict().items(), *model.named_buffers()]}
     check_torch_model(model)
     assert model.training and all(torch.equal(before[k], v) and v.dtype == before[k].dtype
-                                  for k, v in model.state_dict().items())
+                                  for k, v in [*model.state_dict().items(), *model.named_buffers()])
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -80,7 +85,7 @@ def test_the_report_says_what_was_read_and_what_was_assumed():
     (NanoStyleGPT, "scale", "transformer.h.0.attn output (transformer.h.0.ln_1 agrees)"),
     (NanoStyleGPT, "eps", "transformer.h.0.ln_1 output"),
     (NanoStyleGPT, "no_residual", "transformer.h.0.ln_2 input, which should be the residual x + attn(ln_1(x)) "
-                                  "after h.0.attn (transformer.h.0.ln_1, transformer.h.0.attn agree)"),
+                                  "after transformer.h.0.attn (transformer.h.0.ln_1, transformer.h.0.attn agree)"),
     (NanoStyleGPT, "no_ln_f", "the output head (lm_head or wte.weight.T), after every hooked input and output agrees"),
     (MinStyleGPT, "erf_gelu", "transformer.h.0.mlp output (transformer.h.0.attn, transformer.h.0.ln_2 agree)"),
     (MinStyleGPT, "eps", "transformer.h.0.ln_1 output"),
@@ -201,3 +206,126 @@ def test_the_example_checks_a_model_file_and_names_the_divergence(tmp_path):
     assert bad.returncode == 1 and "first divergence: transformer.h.0.attn output" in bad.stdout
     missing = run(str(user_file), "--build", "nothing_here")
     assert missing.returncode == 2 and missing.stderr.startswith("tinyref: error: ") and len(missing.stderr.splitlines()) == 1
+
+
+# --- the Llama family: Hugging Face's LlamaForCausalLM and Meta's names ---------------------------
+
+def llama_cfg(**fields) -> GPTConfig:
+    """The GPTConfig of torch_llamas' models (the llama preset's sizes; Meta's MLP rounds d_ff up to 48)."""
+    return GPTConfig.llama(11, 8, 16, 4, 2, n_kv_heads=2, layer_norm_eps=1e-5, **{"d_ff": 24, **fields})
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_a_meta_style_llama_passes_in_float64_with_interleaved_rope_detected(tie):
+    result = check_torch_model(MetaStyleLlama(ModelArgs(tie=tie)), cast_tol=None)   # no float32 allowance
+    assert result.cfg == llama_cfg(d_ff=48, rope_style="interleaved", tie_embeddings=tie)
+    assert result.float32_from is None and max(result.errors.values()) < 1e-13 and len(result.errors) == 18 - tie
+    assert any(n.startswith("rope_style='interleaved' detected: the oracle with it agrees") for n in result.notes)
+    assert "n_kv_heads=2 from layers.0.attention.wk's 8 rows / head_dim 4" in result.notes
+    assert "n_heads=4 from model.params.n_heads" in result.notes and \
+        "layer_norm_eps=1e-05 from layers.0.attention_norm.eps" in result.notes
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_hf_llama_as_shipped_passes_to_float32_precision_and_says_where_it_is_lost(tie):
+    result = check_torch_model(hf_llama(tie=tie))
+    assert result.cfg == llama_cfg(tie_embeddings=tie)
+    assert any(n.startswith("rope_style='half' detected: the oracle with it agrees") for n in result.notes)
+    assert "layer_norm_eps=1e-05 from model.layers.0.input_layernorm.variance_epsilon" in result.notes
+    assert "rope_theta=10000.0 from model.config.rope_parameters.rope_theta" in result.notes
+    # HF's LlamaRMSNorm computes in float32: the first hooked value that leaves float64 precision is its output
+    assert result.float32_from == "model.layers.0.input_layernorm output"
+    assert str(result).startswith("agrees with the tinyref oracle to float32 precision only")
+    assert "likely a cast to float32 inside" in str(result)
+    assert 1e-9 < max(result.errors.values()) < FLOAT32_CASTS.atol
+    with pytest.raises(ReferenceMismatch, match="first divergence: model.layers.0.input_layernorm output"):
+        check_torch_model(hf_llama(tie=tie), cast_tol=None)      # float64's tolerance alone rejects it
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+                                                max_position_embeddings=32, tie_word_embeddings=True,
+                                                rope_parameters={"rope_type": "default", "rope_theta": 5e5})],
+                         ids=["llama-preset", "mqa-tied-T32-theta5e5"])
+def test_hf_llama_with_its_float32_casts_removed_equals_the_oracle_in_float64(overrides):
+    """The oracle against an exact float64 formulation: HF's own modules with only their casts removed."""
+    with hf_float64():
+        result = check_torch_model(hf_llama(**overrides), seeds=(0, 1, 2), cast_tol=None)
+    assert result.float32_from is None and max(result.errors.values()) < 1e-13
+
+
+@pytest.mark.parametrize("bug, where", [
+    ("half_rope", "layers.0.attention output (layers.0.attention_norm agrees)"),
+    ("tiled_kv", "layers.0.attention output (layers.0.attention_norm agrees)"),
+    ("rms_sum", "layers.0.attention_norm output"),
+    ("no_mask", "layers.0.attention output (layers.0.attention_norm agrees)"),
+    ("q_ahead", "layers.0.attention output (layers.0.attention_norm agrees)"),
+])
+def test_a_bug_planted_in_the_meta_style_llama_is_named_where_it_first_shows(bug, where):
+    assert divergence(MetaStyleLlama(ModelArgs(), bug=bug)) == f"first divergence: {where}"
+
+
+@pytest.mark.parametrize("bug, where", [
+    ("half_rope", "model.layers.0.self_attn output (model.layers.0.input_layernorm agrees)"),
+    ("tiled_kv", "model.layers.0.self_attn output (model.layers.0.input_layernorm agrees)"),
+    ("rms_sum", "model.layers.0.input_layernorm output"),
+    ("no_mask", "model.layers.0.self_attn output (model.layers.0.input_layernorm agrees)"),
+])
+def test_a_bug_planted_in_hf_llama_is_named_where_it_first_shows(bug, where):
+    """Through HF's float32 casts: the first float32-sized difference is taken for a cast and said so."""
+    model = hf_llama()
+    with hf_bug(model, bug), pytest.raises(ReferenceMismatch) as e:
+        check_torch_model(model)
+    assert f"first divergence: {where}\n" in str(e.value)
+    if bug != "rms_sum":
+        assert "note: from model.layers.0.input_layernorm output on the values agree only to float32 precision" in str(e.value)
+
+
+def test_the_planted_llama_bugs_are_far_above_the_float32_cast_tolerance():
+    """Each bug moves the Meta-style model's own float64 logits (same weights) by >= 100x FLOAT32_CASTS."""
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        good = MetaStyleLlama(ModelArgs()).double()(idx).numpy()
+        for bug in BUGS:
+            assert max_error(MetaStyleLlama(ModelArgs(), bug=bug).double()(idx).numpy(), good) > 100 * FLOAT32_CASTS.atol, bug
+
+
+def test_a_llama_whose_rope_is_not_its_names_style_is_told_which_it_computes():
+    with pytest.raises(ReferenceMismatch) as e:
+        check_torch_model(MetaStyleLlama(ModelArgs(), bug="half_rope"))
+    assert "the model's RoPE is rope_style='half' (the oracle with it agrees;" in str(e.value)
+    assert "but checkpoints with Meta's Llama names hold q and k rows for 'interleaved'" in str(e.value)
+    result = check_torch_model(MetaStyleLlama(ModelArgs(), bug="half_rope"), llama_cfg(d_ff=48))   # as what it is
+    assert result.cfg.rope_style == "half" and result.float32_from is None
+
+
+def test_a_bug_in_the_second_llama_block_is_named_there():
+    model = MetaStyleLlama(ModelArgs(), bug="no_mask", bug_layer=1)
+    assert divergence(model) == "first divergence: layers.1.attention output (layers.0.feed_forward, layers.1.attention_norm agree)"
+    with pytest.raises(ReferenceMismatch, match=r"rope_style: the oracle agrees with neither style .* checked as "
+                                                r"'interleaved', with which more hooked values agree"):
+        check_torch_model(model)
+
+
+def test_llama_settings_the_oracle_does_not_compute_are_refused_in_one_line():
+    with pytest.raises(UsageError, match=r"^model.config asks for RoPE scaling .*'linear'.*check a model without rope scaling$"):
+        check_torch_model(hf_llama(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}))
+    with pytest.raises(UsageError, match=r"do not fit GPTConfig.*bias=True.*: missing \['h.0.mlp.c_fc.bias'"):
+        check_torch_model(hf_llama(attention_bias=True))    # biases on q, k, v, o but not the MLP: no tinyref form
+
+
+def test_the_llama_example_checks_both_llamas_and_names_the_tiled_kv_heads(capsys):
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "examples" / "check_llama.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert e.value.code == 0, out
+    assert out.startswith("agrees with the tinyref oracle to float32 precision only") and \
+        "rope_style='half' detected" in out and "rope_style='interleaved' detected" in out
+    assert "first divergence: layers.0.attention output (layers.0.attention_norm agrees)" in out
+
+
+def test_a_position_offset_shared_by_queries_and_keys_is_invisible():
+    """RoPE scores depend only on the distance between positions: a model started at position 3 computes the
+    same logits (what the docs say a check cannot see), unlike queries one position ahead of the keys."""
+    result = check_torch_model(MetaStyleLlama(ModelArgs()), forward=lambda model, idx: model(idx, start_pos=3),
+                               cast_tol=None)
+    assert result.cfg.rope_style == "interleaved" and result.float32_from is None

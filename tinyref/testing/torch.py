@@ -1,23 +1,26 @@
-"""Check a PyTorch GPT-2 module against the float64 oracle, and name the first layer that diverges.
+"""Check a PyTorch GPT-2 or Llama module against the float64 oracle, and name the first layer that diverges.
 
     from tinyref.testing.torch import check_torch_model
-    check_torch_model(model)      # nanoGPT, minGPT, HF GPT2LMHeadModel, or yours with GPT-2's names
+    check_torch_model(model)      # nanoGPT, minGPT, HF GPT2LMHeadModel or LlamaForCausalLM, Meta's Llama, or yours
 
-Works on any ``torch.nn.Module`` whose parameters carry GPT-2's names, with or without the
-``transformer.`` prefix, projections as ``nn.Linear`` ``(out, in)`` or HF ``Conv1D`` ``(in, out)``,
-tied or untied head. The config comes from the parameters' shapes; what the weights cannot say
-(heads, GELU, LayerNorm eps) from ``model.config`` or the modules, else from ``cfg``. A float64
-copy of the model (in eval mode) gets tinyref's reference weights, then its logits and every
-gradient of the mean cross-entropy are compared with the oracle's. On a mismatch, forward hooks on
-each block's ``ln_1``, ``attn``, ``ln_2``, ``mlp`` and on ``ln_f`` find the first one whose input
-or output leaves the oracle's, and the report names it.
+Works on any ``torch.nn.Module`` whose parameters carry GPT-2's names (with or without the
+``transformer.`` prefix, projections as ``nn.Linear`` ``(out, in)`` or HF ``Conv1D`` ``(in, out)``),
+Hugging Face's ``LlamaForCausalLM`` names (``model.layers.{i}.self_attn.q_proj``, ...) or Meta's
+reference Llama names (``layers.{i}.attention.wq``, ...), tied or untied head. The config comes from
+the parameters' shapes; what the weights cannot say (heads, activation, norm eps, RoPE theta) from
+``model.config`` (Meta's: ``model.params``) or the modules, else from ``cfg``. A Llama's RoPE style
+is found by running the oracle with each. A float64 copy of the model (in eval mode) gets tinyref's
+reference weights, then its logits and every gradient of the mean cross-entropy are compared with
+the oracle's. On a mismatch, forward hooks on each block's norms, attention and MLP and on the
+final norm find the first one whose input or output leaves the oracle's, and the report names it.
+A model that agrees only to float32 precision (a float32 cast inside) passes with a note saying
+where the precision is first lost.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -26,17 +29,16 @@ import oracle
 
 from ..config import GPTConfig
 from ..errors import UsageError, require
-from ..verify.hf import ACTIVATIONS_FROM_HF, CONV1D_WEIGHTS, HF_PREFIX
-from ..verify.tolerances import FLOAT64, Tolerance
+from ..verify.hf import CONV1D_WEIGHTS
+from ..verify.tolerances import FLOAT32, FLOAT32_CASTS, FLOAT64, Tolerance, compare, max_error
 from . import ReferenceMismatch, _gradient_tolerance, _mismatch_lines, reference_inputs
-from .divergence import first_divergence, oracle_trace
+from .divergence import agreeing_values, first_divergence, first_precision_loss, oracle_trace
+from .torch_config import DEFAULT_SEQ_LEN, Naming, infer_config, read_naming, submodule
 
 torch = require("torch", "tinyref.testing.torch", extra="torch")
 
 __all__ = ["TorchCheck", "check_torch_model", "infer_config"]
-
-DEFAULT_SEQ_LEN = 32   # positions checked when seq_len is not given: every mask bug shows by then
-TORCH_GELUS = {"tanh": "gelu_tanh", "none": "gelu"}   # nn.GELU(approximate=...)
+ROPE_STYLES = ("half", "interleaved")
 
 
 @dataclass(frozen=True)
@@ -46,113 +48,13 @@ class TorchCheck:
     cfg: GPTConfig
     notes: tuple
     errors: dict
+    float32_from: str | None = None     # float32 precision only: the first hooked value that leaves float64's
 
     def __str__(self) -> str:
         worst = max(self.errors.values(), default=0.0)
-        return "\n".join([f"agrees with the tinyref oracle: {len(self.errors)} tensors (logits, gradients, any loss "
-                          f"returned), worst error {worst:.2g} of scale", f"checked as {self.cfg}", *self.notes])
-
-
-# --- what the model is -----------------------------------------------------------------------
-
-def _gpt2_parameters(model) -> tuple[dict, str, bool]:
-    """(tinyref key -> the model's Parameter, the key prefix, whether projections are Conv1D (in, out))."""
-    named = dict(model.named_parameters(remove_duplicate=False))
-    prefix = HF_PREFIX if any(n.startswith(HF_PREFIX) for n in named) else ""
-    params = {n[len(prefix):] if n.startswith(prefix) else n: p for n, p in named.items()}
-    if params.get("lm_head.weight") is not None and params.get("lm_head.weight") is params.get("wte.weight"):
-        del params["lm_head.weight"]                          # a tied head is wte itself
-    if "wte.weight" not in params or "h.0.attn.c_attn.weight" not in params:
-        raise UsageError(f"{type(model).__name__} has no parameters named wte.weight and h.0.attn.c_attn.weight "
-                         f"(with or without '{HF_PREFIX}'): check_torch_model needs GPT-2's parameter names "
-                         "(nanoGPT, minGPT, HF GPT2LMHeadModel)")
-    C = params["wte.weight"].shape[1]
-    return params, prefix, tuple(params["h.0.attn.c_attn.weight"].shape) == (C, 3 * C)
-
-
-def _tinyref_shapes(params: dict, conv1d: bool) -> dict:
-    return {k: tuple(p.shape)[::-1] if conv1d and k.endswith(CONV1D_WEIGHTS) else tuple(p.shape)
-            for k, p in params.items()}
-
-
-def _from_shapes(shapes: dict) -> dict:
-    """The GPTConfig fields the parameters' shapes and names determine."""
-    V, C = shapes["wte.weight"]
-    blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"h\.(\d+)\.", k))}
-    return {"vocab_size": V, "context_length": shapes.get("wpe.weight", (1,))[0], "d_model": C,
-            "n_layers": max(blocks) + 1, "d_ff": shapes.get("h.0.mlp.c_fc.weight", (1,))[0],
-            "tie_embeddings": "lm_head.weight" not in shapes, "bias": any(k.endswith(".bias") for k in shapes)}
-
-
-def _submodule(model, name: str):
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        return None
-
-
-def _declared(model, prefix: str) -> dict:
-    """field -> (value, where it was read) for what the weights cannot show: heads, GELU, LayerNorm eps."""
-    found, config = {}, getattr(model, "config", None)
-    attn, mlp = _submodule(model, prefix + "h.0.attn"), _submodule(model, prefix + "h.0.mlp")
-    for owner, where, attrs in ((config, "model.config", ("n_head", "n_heads", "num_attention_heads")),
-                                (attn, f"{prefix}h.0.attn", ("n_head", "n_heads", "num_heads"))):
-        attr = next((a for a in attrs if isinstance(getattr(owner, a, None), int)), None)
-        if attr and "n_heads" not in found:
-            found["n_heads"] = (getattr(owner, attr), f"{where}.{attr}")
-    act = getattr(config, "activation_function", None)
-    gelus = [(n, m) for n, m in (mlp.named_modules() if mlp is not None else ()) if isinstance(m, torch.nn.GELU)]
-    if act in ACTIVATIONS_FROM_HF:
-        found["activation"] = (ACTIVATIONS_FROM_HF[act], f"model.config.activation_function={act!r}")
-    elif gelus:
-        name, gelu = gelus[0]
-        found["activation"] = (TORCH_GELUS[gelu.approximate],
-                               f"{prefix}h.0.mlp.{name} is nn.GELU(approximate={gelu.approximate!r})")
-    eps = {n: m.eps for n, m in model.named_modules() if isinstance(getattr(m, "eps", None), float)
-           and re.search(r"(^|\.)ln_(1|2|f)$", n)}
-    if eps:
-        common = max(set(eps.values()), key=list(eps.values()).count)
-        odd = [n for n, e in eps.items() if e != common]
-        differs = f"; {odd[0]}.eps={eps[odd[0]]:g} differs" if odd else ""
-        found["layer_norm_eps"] = (common, f"{next(iter(eps))}.eps{differs}")
-    return found
-
-
-def infer_config(model, cfg: GPTConfig | None = None) -> tuple[GPTConfig, list[str]]:
-    """(the config to check ``model`` as, one note per field saying where it came from or what was assumed).
-
-    With ``cfg``, checks that the parameters fit it and notes where the model declares otherwise."""
-    params, prefix, conv1d = _gpt2_parameters(model)
-    shapes = _tinyref_shapes(params, conv1d)
-    declared = _declared(model, prefix)
-    layout = f"'{prefix}' prefix, " if prefix else ""
-    layout += "Conv1D (in, out)" if conv1d else "nn.Linear (out, in)"
-    if cfg is not None:
-        if not isinstance(cfg, GPTConfig):
-            raise UsageError(f"cfg must be a tinyref.GPTConfig, got {type(cfg).__name__}")
-        notes = [f"{layout}; checked as the cfg given"]
-        notes += [f"note: cfg.{f}={getattr(cfg, f)!r}, but the model says {value!r} ({where})"
-                  for f, (value, where) in declared.items() if getattr(cfg, f) != value]
-    else:
-        inferred = _from_shapes(shapes)
-        notes = [f"{layout}; from the parameters: " + ", ".join(f"{k}={v}" for k, v in inferred.items())]
-        if "n_heads" not in declared:
-            raise UsageError("n_heads cannot be read from the weights and the model has no n_head/n_heads attribute "
-                             f"(model.config, {prefix}h.0.attn): pass cfg=GPTConfig(..., n_heads=...)")
-        notes += [f"{f}={value!r} from {where}" for f, (value, where) in declared.items()]
-        assumed = {"activation": ("gelu_tanh", "no nn.GELU module in h.0.mlp and no config.activation_function"),
-                   "layer_norm_eps": (1e-5, "no eps attribute on ln_1/ln_2/ln_f")}
-        notes += [f"{f}={value!r} assumed (GPT-2's): {why}; pass cfg to check another"
-                  for f, (value, why) in assumed.items() if f not in declared]
-        cfg = GPTConfig(**inferred, **{f: v for f, (v, _) in {**assumed, **declared}.items()})
-    want = oracle.param_shapes(cfg)
-    missing, extra = sorted(set(want) - set(shapes)), sorted(set(shapes) - set(want))
-    wrong = [f"{k} {shapes[k]} (needs {s})" for k, s in want.items() if k in shapes and shapes[k] != s]
-    problems = [f"{what} {names[:4]}" for what, names in (("missing", missing), ("unexpected", extra),
-                                                          ("wrong shape", wrong)) if names]
-    if problems:
-        raise UsageError(f"the parameters of {type(model).__name__} do not fit {cfg}: {'; '.join(problems)}")
-    return cfg, notes
+        only = " to float32 precision only" if self.float32_from else ""
+        return "\n".join([f"agrees with the tinyref oracle{only}: {len(self.errors)} tensors (logits, gradients, any "
+                          f"loss returned), worst error {worst:.2g} of scale", f"checked as {self.cfg}", *self.notes])
 
 
 # --- running it ------------------------------------------------------------------------------
@@ -183,21 +85,28 @@ def _logits(model, idx: np.ndarray, targets: np.ndarray, forward: Callable | Non
     return out, loss
 
 
-def _load(params: dict, conv1d: bool, values: dict) -> None:
+def _load(naming: Naming, values: dict) -> None:
+    """The oracle's weights into the model: c_attn's rows back into q, k and v; Conv1D weights transposed."""
     with torch.no_grad():
         for k, v in values.items():
-            params[k].copy_(torch.from_numpy(v.T if conv1d and k.endswith(CONV1D_WEIGHTS) else v))
-            params[k].grad = None
+            parts = naming.params[k]
+            v = v.T if naming.conv1d and k.endswith(CONV1D_WEIGHTS) else v
+            for p, rows in zip(parts, np.split(v, np.cumsum([p.shape[0] for p in parts])[:-1])):
+                p.copy_(torch.from_numpy(np.ascontiguousarray(rows)))
+                p.grad = None
 
 
-def _gradient(params: dict, conv1d: bool, k: str):
-    g = params[k].grad
-    return None if g is None else (g.T if conv1d and k.endswith(CONV1D_WEIGHTS) else g).numpy()
+def _gradient(naming: Naming, k: str):
+    grads = [p.grad for p in naming.params[k]]
+    if any(g is None for g in grads):
+        return None
+    g = torch.cat(grads).numpy()
+    return g.T if naming.conv1d and k.endswith(CONV1D_WEIGHTS) else g
 
 
-def _capture(model, prefix: str, names, run: Callable) -> dict:
-    """name -> {"input": ..., "output": ...} as ``run()`` passes each hooked submodule. An MLP that is
-    only a container (minGPT's ModuleDict, called through a lambda) is read at c_fc's input and
+def _capture(model, naming: Naming, modules, run: Callable) -> dict:
+    """tinyref module -> {"input": ..., "output": ...} as ``run()`` passes the model's module of each. An MLP
+    that is only a container (minGPT's ModuleDict, called through a lambda) is read at c_fc's input and
     c_proj's output instead; a container that is called overwrites those (its hook runs last)."""
     captured, handles = {}, []
 
@@ -208,12 +117,12 @@ def _capture(model, prefix: str, names, run: Callable) -> dict:
             captured.setdefault(name, {}).update({part: values[part].detach().numpy() for part in parts})
         return record
 
-    for name in names:
-        watch = [(name, ("input", "output"))]
+    for name in modules:
+        watch = [(naming.modules[name], ("input", "output"))]
         if name.endswith(".mlp"):
-            watch += [(f"{name}.c_fc", ("input",)), (f"{name}.c_proj", ("output",))]
+            watch += [(naming.modules[f"{name}.c_fc"], ("input",)), (naming.modules[f"{name}.c_proj"], ("output",))]
         for path, parts in watch:
-            module = _submodule(model, prefix + path)
+            module = submodule(model, path)
             if module is not None:
                 handles.append(module.register_forward_hook(hook(name, parts), with_kwargs=True))
     try:
@@ -242,50 +151,116 @@ def _float64(model):
         model.train(training)
 
 
+@dataclass
+class _Run:
+    """One seed's inputs, and each compared tensor's (the model's value, the oracle's, whether a gradient)."""
+
+    seed: int
+    values: dict
+    idx: np.ndarray
+    targets: np.ndarray
+    tensors: dict
+
+
+def _run(model, naming: Naming, cfg: GPTConfig, forward, batch: int, T: int, seed: int) -> _Run:
+    values, idx, targets = reference_inputs(cfg, batch, T, seed)
+    logits, cache = oracle.gpt_forward(idx, values, cfg)
+    loss, loss_cache = oracle.cross_entropy_forward(logits, targets)
+    grads = oracle.gpt_backward(oracle.cross_entropy_backward(loss_cache), cache)
+    _load(naming, values)
+    got, got_loss = _logits(model, idx, targets, forward, cfg.vocab_size)
+    torch.nn.functional.cross_entropy(got.flatten(0, 1), torch.from_numpy(targets).flatten()).backward()
+    tensors = {"logits": (got.detach().numpy(), logits, False)}
+    if got_loss is not None:
+        tensors["loss (returned by the model)"] = (got_loss.detach().numpy(), loss, False)
+    tensors.update({f"grad {k}": (_gradient(naming, k), g, True) for k, g in grads.items()})
+    return _Run(seed, values, idx, targets, tensors)
+
+
+def _compare(run: _Run, tol: Tolerance, grad_tol: Tolerance, errors: dict) -> list[str]:
+    """One line per tensor of ``run`` that disagrees (gradients with the floor of the largest one)."""
+    grad_tol = _gradient_tolerance(grad_tol, [want for _, want, is_grad in run.tensors.values() if is_grad])
+    return [line for name, (got, want, is_grad) in run.tensors.items()
+            for line in _mismatch_lines(name, got, want, grad_tol if is_grad else tol, errors)]
+
+
+def _rope_style(model, naming: Naming, cfg: GPTConfig, forward, batch: int, T: int, seed: int, tol: Tolerance):
+    """(cfg to check, notes): the model's logits against the oracle's with each RoPE style. A model whose style
+    is not the one its names imply is checked as the implied one, so the report shows where it differs; one
+    that agrees with neither is checked as the style it agrees with further into the model (ties: the implied)."""
+    values, idx, targets = reference_inputs(cfg, batch, T, seed)
+    styles = {s: replace(cfg, rope_style=s) for s in ROPE_STYLES}
+    traces = {s: oracle_trace(idx, values, c, naming.modules) for s, c in styles.items()}
+    want = {s: oracle.gpt_forward(idx, values, c)[0] for s, c in styles.items()}
+    _load(naming, values)
+    run = {}
+    captured = _capture(model, naming, traces["half"], lambda: run.update(
+        logits=_logits(model, idx, targets, forward, cfg.vocab_size)[0].numpy()))
+    got, implied = run["logits"], naming.rope_style
+    measured = "logit error of scale " + ", ".join(f"{s!r} {max_error(got, want[s]):.2g}" for s in ROPE_STYLES)
+    agree = [s for s in ROPE_STYLES if compare("logits", got, want[s], tol) is None]
+    if agree and implied not in agree:
+        return cfg, [f"the model's RoPE is rope_style={agree[0]!r} (the oracle with it agrees; {measured}), but "
+                     f"checkpoints with {naming.layout.split(',')[0]} hold q and k rows for {implied!r}, so their "
+                     f"weights would compute wrong numbers: checked as {implied!r} to show where (pass "
+                     f"cfg=GPTConfig.llama(..., rope_style={agree[0]!r}) to check it as it is)"]
+    if agree:          # both agree only at head_dim 2, where the two styles pair the same dimensions
+        return cfg, [f"rope_style={implied!r} detected: the oracle with it agrees ({measured})"]
+    depth = {s: agreeing_values(captured, traces[s], tol) for s in ROPE_STYLES}
+    closer = max(ROPE_STYLES, key=lambda s: (depth[s], s == implied))
+    why = (f"the style of the names ({depth[closer]} hooked values agree with either before the first difference)"
+           if len(set(depth.values())) == 1 else "with which more hooked values agree before the first difference ("
+           + ", ".join(f"{s!r} {depth[s]}" for s in ROPE_STYLES) + ")")
+    return styles[closer], [f"rope_style: the oracle agrees with neither style ({measured}); checked as {closer!r}, {why}"]
+
+
 # --8<-- [start:check_torch_model]
 def check_torch_model(model, cfg: GPTConfig | None = None, *, forward: Callable | None = None, batch: int = 2,
                       seq_len: int | None = None, seeds=(0, 1), tol: Tolerance = FLOAT64,
-                      grad_tol: Tolerance = FLOAT64) -> TorchCheck:
-    """Check a PyTorch GPT-2 against the oracle, in float64 (``model`` is restored afterwards).
+                      grad_tol: Tolerance = FLOAT64, cast_tol: Tolerance | None = FLOAT32_CASTS) -> TorchCheck:
+    """Check a PyTorch GPT-2 or Llama against the oracle, in float64 (``model`` is restored afterwards).
 
-    ``cfg`` defaults to what ``infer_config`` reads off the model; ``forward(model, idx)`` adapts a
-    forward that does not take ``idx`` (B, T) and return logits, ``(logits, loss)`` or ``.logits``.
-    Checks ``seq_len`` positions (default: the context, at most ``DEFAULT_SEQ_LEN``) on each seed.
+    ``cfg`` defaults to what ``infer_config`` reads off the model (a Llama's RoPE style: the one whose
+    oracle agrees); ``forward(model, idx)`` adapts a forward that does not take ``idx`` (B, T) and
+    return logits, ``(logits, loss)`` or ``.logits``. Checks ``seq_len`` positions (default: the
+    context, at most ``DEFAULT_SEQ_LEN``) on each seed. A model that misses ``tol``/``grad_tol`` but
+    agrees within ``cast_tol`` passes with ``float32_from`` set (float32 casts inside; None: fail it).
     Raises ReferenceMismatch naming each tensor that differs and the first submodule that diverges."""
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"check_torch_model needs a torch.nn.Module, got {type(model).__name__}")
+    inferred = cfg is None
     cfg, notes = infer_config(model, cfg)
     T = seq_len or min(cfg.context_length, DEFAULT_SEQ_LEN)
-    errors = {}
     with _float64(model):
-        params, prefix, conv1d = _gpt2_parameters(model)
-        for seed in seeds:
-            values, idx, targets = reference_inputs(cfg, batch, T, seed)
-            logits, cache = oracle.gpt_forward(idx, values, cfg)
-            loss, loss_cache = oracle.cross_entropy_forward(logits, targets)
-            grads = oracle.gpt_backward(oracle.cross_entropy_backward(loss_cache), cache)
-            _load(params, conv1d, values)
-            run = lambda: _logits(model, idx, targets, forward, cfg.vocab_size)   # noqa: E731
-            got, got_loss = run()
-            torch.nn.functional.cross_entropy(got.flatten(0, 1), torch.from_numpy(targets).flatten()).backward()
-            logit_lines = _mismatch_lines("logits", got.detach().numpy(), logits, tol, errors)
-            lines = list(logit_lines)
-            if got_loss is not None:
-                lines += _mismatch_lines("loss (returned by the model)", got_loss.detach().numpy(), loss, tol, errors)
-            grad_tol_here = _gradient_tolerance(grad_tol, grads.values())
-            for k in grads:
-                lines += _mismatch_lines(f"grad {k}", _gradient(params, conv1d, k), grads[k], grad_tol_here, errors)
-            if lines:
-                where = ["the logits agree, the gradients do not: the backward pass differs "
-                         "(a detach(), an in-place op, a custom autograd.Function)"]
-                if logit_lines:
-                    trace = oracle_trace(idx, values, cfg)
-                    where = first_divergence(_capture(model, prefix, trace, run), prefix, trace, tol)
-                raise ReferenceMismatch("\n  ".join([
-                    f"{type(model).__name__} disagrees with the tinyref oracle in {len(lines)} of "
-                    f"{len(grads) + 1 + (got_loss is not None)} "
-                    f"tensors (float64, batch {batch}, seq_len {T}, seed {seed}; inputs: "
-                    f"tinyref.testing.reference_inputs(cfg, {batch}, {T}, seed={seed})):",
-                    *where, *lines, f"checked as {cfg}", *notes]))
-    return TorchCheck(cfg, tuple(notes), errors)
+        naming = read_naming(model)
+        if naming.rope_style and inferred:
+            cfg, style_notes = _rope_style(model, naming, cfg, forward, batch, T, seeds[0], cast_tol or tol)
+            notes += style_notes
+        runs, errors = [_run(model, naming, cfg, forward, batch, T, seed) for seed in seeds], {}
+        failed = next(((run, lines) for run in runs if (lines := _compare(run, tol, grad_tol, errors))), None)
+        if failed is None:
+            return TorchCheck(cfg, tuple(notes), errors)
+        cast_errors, (run, lines) = {}, failed
+        trace = oracle_trace(run.idx, run.values, cfg, naming.modules)
+
+        def capture():
+            _load(naming, run.values)
+            return _capture(model, naming, trace, lambda: _logits(model, run.idx, run.targets, forward, cfg.vocab_size))
+
+        if cast_tol is not None and not any(_compare(r, cast_tol, cast_tol, cast_errors) for r in runs):
+            lost = first_precision_loss(capture(), naming.modules, trace, tol) or "the output head"
+            notes.append(f"float32 precision only: agrees within rtol=atol={cast_tol.atol:g} ({cast_tol.why}) but not "
+                         f"within {tol.atol:g}; the values first leave float64 precision at {lost}: likely a cast to "
+                         "float32 inside (x.float(), dtype=torch.float32; Hugging Face's Llama computes its RMSNorm, "
+                         "rotary angles and eager softmax in float32)")
+            return TorchCheck(cfg, tuple(notes), cast_errors, lost)
+        where = ["the logits agree, the gradients do not: the backward pass differs "
+                 "(a detach(), an in-place op, a custom autograd.Function)"]
+        if any(line.startswith("logits") for line in lines):
+            where = first_divergence(capture(), naming.modules, trace, tol, cast_tol and (FLOAT32, cast_tol))
+        raise ReferenceMismatch("\n  ".join([
+            f"{type(model).__name__} disagrees with the tinyref oracle in {len(lines)} of {len(run.tensors)} "
+            f"tensors (float64, batch {batch}, seq_len {T}, seed {run.seed}; inputs: "
+            f"tinyref.testing.reference_inputs(cfg, {batch}, {T}, seed={run.seed})):",
+            *where, *lines, f"checked as {cfg}", *notes]))
 # --8<-- [end:check_torch_model]
