@@ -61,7 +61,7 @@ def test_the_llama_preset_trains_in_the_demo(capsys):
                            "--context-length", 8, "--d-model", 16, "--d-ff", 24, "--batch-size", 2, "--epochs", 5)
     assert status == 0, err
     assert "Architecture (llama preset and flags): positions rope (half, theta 10000), rmsnorm, silu gated MLP, " \
-           "2 kv heads, untied head, no biases" in out
+           "2 kv heads for 4 query heads, untied head, no biases" in out
     scalars = sum(math.prod(s) for s in oracle.param_shapes(LLAMA).values())
     assert f"Total parameters to learn: {scalars:,} (" in out
     losses = [float(l.split()[-1]) for l in out.splitlines() if l.startswith("Epoch ")]

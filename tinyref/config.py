@@ -151,6 +151,6 @@ def describe_variant(cfg: GPTConfig) -> str | None:
     if {**preset_fields("gpt2"), "n_kv_heads": cfg.n_heads} == {k: getattr(cfg, k) for k in VARIANT_FIELDS}:
         return None
     positions = f"rope ({cfg.rope_style}, theta {cfg.rope_theta:g})" if cfg.positions == "rope" else "learned"
-    heads = f"{cfg.n_kv_heads} kv heads" if cfg.n_kv_heads != cfg.n_heads else "one kv head per head"
+    heads = f"{cfg.n_kv_heads} kv heads for {cfg.n_heads} query heads"
     return (f"positions {positions}, {cfg.norm}, {cfg.activation}{' gated' if cfg.gated_mlp else ''} MLP, {heads}, "
             f"{'tied' if cfg.tie_embeddings else 'untied'} head, {'biases' if cfg.bias else 'no biases'}")
