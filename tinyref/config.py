@@ -142,7 +142,8 @@ def preset_fields(model: str, given: dict | None = None) -> dict:
     if model not in MODEL_PRESETS:
         raise ConfigError(f"unknown model preset {model!r}: choose one of {', '.join(MODEL_PRESETS)}")
     defaults = {f.name: f.default for f in fields(GPTConfig) if f.name in VARIANT_FIELDS}
-    return {**defaults, **MODEL_PRESETS[model], **{k: v for k, v in (given or {}).items() if k in VARIANT_FIELDS and v is not None}}
+    chosen = {k: v for k, v in (given or {}).items() if k in VARIANT_FIELDS and v is not None}
+    return {**defaults, **MODEL_PRESETS[model], **chosen}
 
 
 def describe_variant(cfg: GPTConfig) -> str | None:

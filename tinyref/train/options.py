@@ -139,13 +139,14 @@ def check_architecture(sizes: dict) -> None:
     positions, as the flags set them), before GPTConfig's own checks of each field."""
     n_heads, n_kv_heads = sizes["n_heads"], sizes.get("n_kv_heads")
     if n_kv_heads is not None and n_heads % n_kv_heads:
-        raise UsageError(f"--n-kv-heads {n_kv_heads} must divide --n-heads {n_heads} (each key/value head serves a group "
-                         f"of query heads): choose one of {', '.join(str(k) for k in range(1, n_heads + 1) if n_heads % k == 0)}")
+        divisors = ", ".join(str(k) for k in range(1, n_heads + 1) if n_heads % k == 0)
+        raise UsageError(f"--n-kv-heads {n_kv_heads} must divide --n-heads {n_heads} (each key/value head serves a "
+                         f"group of query heads): choose one of {divisors}")
     head_dim = sizes["d_model"] // n_heads
     if sizes.get("positions") == "rope" and sizes["d_model"] % n_heads == 0 and head_dim % 2:
-        raise UsageError(f"rotary positions (--positions rope, also the llama preset's) turn pairs of dimensions, but the "
-                         f"head size --d-model {sizes['d_model']} / --n-heads {n_heads} = {head_dim} is odd: change "
-                         "--d-model or --n-heads, or use --positions learned")
+        raise UsageError(f"rotary positions (--positions rope, also the llama preset's) turn pairs of dimensions, "
+                         f"but the head size --d-model {sizes['d_model']} / --n-heads {n_heads} = {head_dim} is odd: "
+                         "change --d-model or --n-heads, or use --positions learned")
 
 
 def model_config(o: TrainOptions, vocab_size: int) -> GPTConfig:
