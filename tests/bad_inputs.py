@@ -30,6 +30,10 @@ def make_bad_inputs(root: Path) -> None:
     params = oracle.init_params(as_namespace(UNTIED), np.random.default_rng(0))
     load_params(model, params)
     save_checkpoint(root / "ckpt", model, None, train_tokenizer("char", ["abcdefg"]), {"step": 0})
+    save_checkpoint(root / "ckpt-words", model, None, train_tokenizer("word", ["paris is the capital of france"]),
+                    {"step": 0})                                  # 7 tokens: 6 words and the space
+    save_checkpoint(root / "ckpt-pieces", model, None, train_tokenizer("wordpiece", ["ab ba"], vocab_size=7),
+                    {"step": 0})                                  # WordPiece: 'aab' is three pieces
     params["h.0.mlp.c_fc.weight"][1, 2] = np.nan                  # what a diverged run would have saved
     load_params(model, params)
     save_checkpoint(root / "ckpt-nan", model, None, train_tokenizer("char", ["abcdefg"]), {"step": 0})

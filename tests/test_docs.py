@@ -216,8 +216,8 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("page, min_math, language", [
     ("", 0, "python"), ("components/attention/", 20, "python"),
     # the lessons: each ends with the command to run (bash)
-    ("learn/", 0, "bash"), ("learn/attention/", 8, "bash"), ("learn/architecture/", 8, "bash"),
-    ("learn/training/", 4, "bash")])
+    ("learn/", 0, "bash"), ("learn/words-as-vectors/", 4, "bash"), ("learn/attention/", 8, "bash"),
+    ("learn/architecture/", 8, "bash"), ("learn/training/", 4, "bash")])
 def test_pages_render_math_and_code_in_a_browser(served, tmp_path, page, min_math, language):
     dom = chromium("--dump-dom", f"{served}/{page}").stdout
     assert 'class="md-content"' in dom, f"/{page} did not load:\n{dom[:500]}"

@@ -18,6 +18,10 @@ COMMANDS = {
     "attention": ("tinyref.cli.attention", "draw a checkpoint's attention weights on a text as heatmaps (PNG)"),
     "eval": ("tinyref.cli.eval", "a checkpoint's loss, perplexity and bits per character on a text file; "
                                  "with --samples, distinct-n and repetition of sampled text"),
+    "embeddings": ("tinyref.cli.embeddings", "a checkpoint's words as vectors: nearest words, analogies (B - A + C), "
+                                             "a 2-D map by PCA (PNG)"),
+    "corpus": ("tinyref.cli.corpus", "write a generated text to train on (capitals: countries, capitals, languages, "
+                                     "currencies)"),
     "bench": ("tinyref.cli.bench", "time training steps (and generation), against PyTorch and the oracle with --compare"),
 }
 
