@@ -157,14 +157,40 @@ def test_the_nanogpt_variant_is_checked_on_request(default_backend, capsys):
     assert status == 0 and [r["model"] for r in report["devices"]] == ["gpt2"]
 
 
-def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, monkeypatch):
-    """Negative control: the variant's run judged against the oracle of GPT-2's tanh GELU fails on the logits."""
+def row_against_another_oracle(monkeypatch, device: str, model: str, **fields):
+    """The check row of ``model`` on ``device`` judged against the oracle of its config with ``fields`` replaced."""
     real = tinyref.verify.check.run_oracle
 
-    def oracle_of_gpt2(case, *args):
-        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, activation="gelu_tanh")), *args)
-    monkeypatch.setattr(tinyref.verify.check, "run_oracle", oracle_of_gpt2)
-    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "nanogpt")
+    def other_oracle(case, *args):
+        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, **fields)), *args)
+    monkeypatch.setattr(tinyref.verify.check, "run_oracle", other_oracle)
+    return tinyref.verify.check.check_one(device, "float32", 0, model)
+
+
+def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, monkeypatch):
+    """Negative control: the variant's run judged against the oracle of GPT-2's tanh GELU fails on the logits."""
+    row = row_against_another_oracle(monkeypatch, default_backend, "nanogpt", activation="gelu_tanh")
+    assert row.ok is False and "logits" in row.reason
+
+
+def test_the_llama_variant_is_checked_on_request(default_backend, capsys, monkeypatch):
+    """--model llama runs the Llama case (rotary positions, RMSNorm, SwiGLU, 2 kv heads) and prints its row: the
+    device's shared Llama run (tests/test_devices.py), not recompiled here."""
+    llama = tinyref.verify.check.case_for(default_backend, "llama")
+    assert (llama.config.positions, llama.config.norm, llama.config.gated_mlp, llama.config.n_kv_heads) == (
+        "rope", "rmsnorm", True, 2)
+    shared = device_result(default_backend, case=llama)
+    monkeypatch.setattr(tinyref.verify.check, "run_case", lambda device, dtype, case=None, seed=0: (
+        shared if case == llama else pytest.fail("llama must run its own case")))
+    status, report = check_json(capsys, "--device", default_backend, "--model", "llama")
+    (row,) = report["devices"]
+    assert status == 0 and (row["model"], row["ok"], row["causal_ok"]) == ("llama", True, True), row
+    assert 0 < row["forward_max_err"] < FLOAT32.atol and 0 < row["grad_max_err"] < FLOAT32_GRAD.atol
+
+
+def test_the_llama_check_fails_when_the_oracle_pairs_other_rotary_dimensions(default_backend, monkeypatch):
+    """Negative control: the Llama run judged against an oracle that rotates interleaved pairs fails on the logits."""
+    row = row_against_another_oracle(monkeypatch, default_backend, "llama", rope_style="interleaved")
     assert row.ok is False and "logits" in row.reason
 
 

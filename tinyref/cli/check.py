@@ -26,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=list(DTYPES), metavar="DTYPE",
                    help="float32 (default), float16, bfloat16; unsupported ones are reported, not run")
     p.add_argument("--model", nargs="+", default=["gpt2"], choices=list(MODELS), metavar="MODEL",
-                   help="gpt2 (default: tanh GELU, biases) and/or nanogpt (exact GELU, no biases, as nanoGPT's "
-                        "bias=False): each runs the check case as that variant")
+                   help="gpt2 (default: tanh GELU, biases), nanogpt (exact GELU, no biases, as nanoGPT's "
+                        "bias=False) and/or llama (rotary positions, RMSNorm, SwiGLU, 2 kv heads): each runs the "
+                        "check case as that variant")
     p.add_argument("--seed", type=SEED, default=0, help="seed for the weights and tokens (default 0)")
     p.add_argument("--json", action="store_true", help='print {"devices": [...]} instead of the table')
 
