@@ -136,6 +136,7 @@ def select_device(spec: str | None) -> str:
     return name
 
 
+# --8<-- [start:prepare_compiler]
 def prepare_compiler() -> None:
     """What every command does before it compiles a kernel (train, bench, generate and check alike, so that check
     verifies the kernels the others run): keep kernel schedules and lowered kernels on disk
@@ -145,6 +146,7 @@ def prepare_compiler() -> None:
     programcache.keep_compile_workers()
     schedulecache.enable()
     kernelopts.install()
+# --8<-- [end:prepare_compiler]
 
 
 @contextlib.contextmanager
