@@ -42,6 +42,9 @@ def pytest_configure(config):
         config.tinyref_default = select_device(None)   # DEV if set, else tinyref's default (GPU > CPU:LLVM > CPU > CL)
     except TinyrefError as e:
         raise pytest.UsageError(str(e)) from None
+    # the tests' subprocesses (the CLI, checkpoint writers, the examples) use the same device: tinygrad alone
+    # would pick PoCL's CL where it is installed, which compiles about twice as slowly
+    os.environ.setdefault("DEV", config.tinyref_default)
     # under xdist, keep each device's tests on one worker (they share one compiled model): see below
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
