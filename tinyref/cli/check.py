@@ -95,8 +95,8 @@ def fmt(value, spec: str) -> str:
 def table_line(row) -> str:
     verdict = {True: "ok", False: f"DISAGREES: {row.reason}", None: f"skipped: {row.reason}"}[row.ok]
     causal = fmt(row.causal_ok and "yes" or (None if row.causal_ok is None else "NO"), "s")
-    cells = (row.device, row.dtype, row.model, fmt(row.kernel_opts, "s"), fmt(row.forward_max_err, ".2e"), fmt(row.grad_max_err, ".2e"), causal,
-             fmt(row.seconds, ".1f"), verdict)
+    cells = (row.device, row.dtype, row.model, fmt(row.kernel_opts, "s"), fmt(row.forward_max_err, ".2e"),
+             fmt(row.grad_max_err, ".2e"), causal, fmt(row.seconds, ".1f"), verdict)
     return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
 
 
