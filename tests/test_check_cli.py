@@ -10,16 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import tinygrad.codegen as codegen
+import tinygrad.engine.realize as realize
+from tinygrad import Context, Device
 
 import tinyref.cli.check
 import tinyref.verify.check
 from conftest import device_result
 from tinyref.cli import main
+from tinyref.runtime import kernelopts, programcache
 from tinyref.runtime.devices import KNOWN_DEVICES, probe_device
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason", "model"}
+ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason", "model", "kernel_opts"}
+KERNEL_RULES = ("tiled_matmul", "dot_tiled_matmul", "vector_column_sum")   # kernelopts' rules, each a function of a kernel
 
 
 def unavailable_device() -> str:
@@ -133,6 +138,7 @@ def test_end_to_end_json_from_the_command_line(default_backend):
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["devices"]
     assert [(r["device"], r["ok"]) for r in rows] == [(default_backend, True), (missing, None)], rows
+    assert [r["kernel_opts"] for r in rows] == [kernelopts.RULE, None]   # the opts train and bench install
     assert "Traceback" not in done.stderr
 
 
@@ -236,3 +242,39 @@ def test_a_backend_whose_process_dies_is_a_crashed_row(fake_processes, capsys):
     assert crashed["ok"] is False and crashed["model"] == "gpt2" and crashed["dtype"] == "float32"
     assert crashed["reason"] == ("crashed: the check process exited with status -6 "
                                  "(Fatal Python error: Segmentation fault)")
+
+
+
+def wrong_sums(rule, optimised_kernels: list):
+    """kernelopts' ``rule``, except that every kernel it optimises (listed in ``optimised_kernels``) accumulates its
+    sum 0.1% too large, ten times the gradient tolerance: a kernel optimisation that computes a wrong result."""
+    def broken(k):
+        if (optimised := rule(k)) is None:
+            return None
+        total = optimised.reduceop
+        optimised.ast = optimised.ast.substitute({total: total.replace(src=(total.src[0] * 1.001, *total.src[1:]))})
+        optimised_kernels.append(optimised.full_shape)
+        return optimised
+    return broken
+
+
+def test_a_wrong_kernel_optimisation_fails_the_check(default_backend, monkeypatch, capsys):
+    """Negative control: the check runs the kernels that tinyref's optimisations make in training, each of the
+    rules takes some of them, and with those rules summing wrongly the check fails. Compiled here, now
+    (PARALLEL=0, no disk cache, an empty program cache): the wrong kernels are made in this process and kept
+    nowhere after the test."""
+    renderer = Device[default_backend.split(":")[0]].renderer
+    if not kernelopts.vector_registers() or renderer.target.device != "CPU":
+        pytest.skip("tinyref's kernel optimisations act on x86-64 CPUs with AVX2 and FMA only")
+    optimised = {rule: [] for rule in KERNEL_RULES}
+    for rule in KERNEL_RULES:
+        monkeypatch.setattr(kernelopts, rule, wrong_sums(getattr(kernelopts, rule), optimised[rule]))
+    empty = programcache.DiskBackedPrograms()
+    monkeypatch.setattr(codegen, "to_program_cache", empty)
+    monkeypatch.setattr(realize, "to_program_cache", empty)
+    with Context(PARALLEL=0, CCACHE=0):
+        status, report = check_json(capsys, "--device", default_backend)
+    row, = report["devices"]
+    assert all(optimised.values()), f"a rule takes none of the check's kernels: {optimised}"
+    assert status == 1 and row["ok"] is False and row["kernel_opts"] == kernelopts.RULE, row
+    assert row["forward_max_err"] > FLOAT32.atol and row["grad_max_err"] > FLOAT32_GRAD.atol, row

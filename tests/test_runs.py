@@ -244,8 +244,10 @@ MEASURE = textwrap.dedent("""
     from helpers import LLAMA, TIED, TIED_BT, UNTIED, UNTIED_BT
     from tinyref import GPTStyleTransformer
     from tinyref.optim import make_optimizer
+    from tinyref.runtime.devices import select_device
     from tinyref.runtime.memory import reset_peak, peak_resident_mib, training_memory
     from tinyref.train import TrainStep
+    select_device(None)   # as tinyref train does: the suite's device, compiled work kept on disk (and reused here)
     cfg, (B, T) = {"TIED": (TIED, TIED_BT), "UNTIED": (UNTIED, UNTIED_BT), "LLAMA": (LLAMA, TIED_BT)}[sys.argv[1]]
     start, buffers = reset_peak(), GlobalCounters.mem_used
     model = GPTStyleTransformer(cfg)
