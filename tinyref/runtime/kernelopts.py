@@ -16,18 +16,27 @@ CPU kernel gets none (SMALL_KERNEL).
 """
 from __future__ import annotations
 
+import inspect
 import platform
 from functools import cache
 
+import tinygrad.codegen as codegen
+import tinygrad.codegen.late.coalesce as coalesce
 import tinygrad.codegen.opt.heuristic as heuristic
 import tinygrad.engine.worker as worker
 from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.dtype import dtypes
 from tinygrad.helpers import prod
+from tinygrad.renderer.cstyle import ClangRenderer
+from tinygrad.renderer.llvmir import CPULLVMRenderer
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
-VECTOR = 4    # tinygrad's CPU kernels load and compute float32 in 4-wide vectors: one register each
-RULE = "tiles-4"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8"     # names this rule in the program cache's keys: a changed rule recompiles
+# tinygrad folds the float32 loads and stores of a kernel into vectors of at most 4 lanes, on every device, in this
+# line of its memory_coalescing; LLVM then computes in vectors as wide as the loads. An x86-64 CPU with AVX2 has
+# 8-lane registers (AVX-512 has 16, but tinygrad's CPU allocator promises 32-byte alignment: 8 lanes).
+COALESCE_LINE = 'lengths = [8,4,2] if buf.dtype == dtypes.half and getenv("ALLOW_HALF8") else [4,2]'
+WIDE = (8, 4, 2)   # a fresh list of them each time: the coalescer appends to it
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -56,10 +65,38 @@ def vector_registers(cpuinfo: str = "/proc/cpuinfo") -> int:
     return 0 if not {"avx2", "fma"} <= flags else 32 if "avx512f" in flags else 16
 
 
-def tiles(registers: int) -> list[tuple[int, int]]:
-    """(m, n) register tiles, most accumulators first, whose m*n/4 accumulators, n/4 vectors of a row of
-    B and one broadcast of A fit in ``registers`` vector registers."""
-    shapes = [(m, n) for n in (16, 8) for m in (8, 6, 4, 3, 2) if m * n // VECTOR + n // VECTOR + 1 <= registers]
+def float32_widths(ren, op, buf) -> list[int] | None:
+    """The vector widths tinygrad's coalescer may fold ``op`` (a LOAD or STORE of ``buf``) into: up to 8 lanes for
+    a float32 store on the CPU (clang or LLVM) of an x86-64 machine with AVX2 and FMA; None (tinygrad's) elsewhere.
+    Only stores: LLVM's vectoriser grows its vectors from the stores, so a register tile stored 8 lanes at a time
+    computes 8 lanes at a time (two 4-lane loads make one 8-lane operand), while 8-lane loads made it vectorise a
+    block of dot products across its outputs (a shuffle per element: 40 -> 18 GFLOP/s)."""
+    wide = op is Ops.STORE and buf.dtype == dtypes.float and isinstance(ren, (ClangRenderer, CPULLVMRenderer))
+    return list(WIDE) if wide and vector_registers() else None
+
+
+@cache
+def wide_coalescing():
+    """tinygrad's memory_coalescing with COALESCE_LINE asking ``float32_widths`` first; None when this tinygrad's
+    coalescer does not have that line (then tinygrad's stays, and so do 4-lane vectors)."""
+    source = inspect.getsource(coalesce.memory_coalescing)
+    if source.count(COALESCE_LINE) != 1:
+        return None
+    lengths = COALESCE_LINE.split(" = ", 1)[1]
+    namespace = {**vars(coalesce), "float32_widths": float32_widths}
+    exec(compile(source.replace(COALESCE_LINE, f"lengths = float32_widths(ctx, op, buf) or ({lengths})"), coalesce.__file__, "exec"), namespace)
+    return namespace["memory_coalescing"]
+
+
+def vector_width() -> int:
+    """float32 lanes in one vector of tinygrad's CPU kernels: 8 with the wide coalescer installed, else 4."""
+    return WIDE[0] if codegen.memory_coalescing is wide_coalescing() is not None else 4
+
+
+def tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
+    """(m, n) register tiles, most accumulators first, whose m*n/lanes accumulators, n/lanes vectors of a row
+    of B and one broadcast of A fit in ``registers`` vector registers of ``lanes`` float32 each."""
+    shapes = [(m, n) for n in (32, 16, 8) for m in (8, 6, 4, 3, 2) if n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers]
     return sorted(shapes, key=lambda s: -s[0] * s[1])
 
 
@@ -115,7 +152,7 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
     for b in (0, 1):   # n: contiguous in B and in the output, absent from A; m: moves A, not B
         for n in (a for a in axes if strides[a][b] == 1 and strides[a][1 - b] == 0 and strides[a][2] == 1):
             for m in (a for a in axes if a != n and strides[a][b] == 0 and strides[a][1 - b] != 0):
-                for tm, tn in tiles(vector_registers()):
+                for tm, tn in tiles(vector_registers(), vector_width()):
                     if k.full_shape[n] % tn == 0 and k.full_shape[m] % tm == 0:
                         return n, tn, m, tm
     return None
@@ -150,7 +187,7 @@ def column_axis(k) -> tuple[int, int] | None:
         return None
     for n in k.axes_of(AxisType.WEAK, AxisType.GLOBAL):
         if all(s in (0, 1) for s in strides[n]) and strides[n].count(1) >= 2:   # the output and an input
-            width = next((w for w in (4 * VECTOR, 2 * VECTOR, VECTOR) if k.full_shape[n] % w == 0), None)
+            width = next((w for w in (16, 8, 4) if k.full_shape[n] % w == 0), None)
             if width is not None:
                 return n, width
     return None
@@ -192,8 +229,10 @@ def tiled_matmul(k):
         return None
     n, tn, m, tm = found
     k = k.copy()
-    m_loop = k.rngs[m]
-    k.apply_opt(Opt(OptOps.UPCAST, n, tn))
+    m_loop, n_loop = k.rngs[m], k.rngs[n]
+    k.apply_opt(Opt(OptOps.UPCAST, n, min(tn, 16)))          # tinygrad upcasts by at most 16 at a time
+    if tn > 16:
+        k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, n_loop, n), tn // 16))
     k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, m_loop, m), tm))
     split_over_threads(k)
     return k
@@ -238,6 +277,8 @@ def install() -> None:
     if heuristic.hand_coded_optimizations is hand_coded_optimizations:
         return
     heuristic.hand_coded_optimizations = hand_coded_optimizations
+    if wide_coalescing() is not None:
+        codegen.memory_coalescing = wide_coalescing()
     worker._init_worker = start_worker
     worker.terminate_worker_pool()
 
