@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tinygrad.codegen as codegen
 import tinygrad.codegen.late.coalesce as coalesce
-from tinygrad import Context, Device, Tensor, dtypes
+from tinygrad import Context, Device, Tensor, dtypes, nn
 from tinygrad.codegen.opt import OptOps
 from tinygrad.uop.ops import Ops, UOp
 
@@ -91,6 +91,23 @@ def test_a_bias_gradient_sums_a_vector_of_columns_and_agrees(monkeypatch):
     out, opts = compiled_opts(monkeypatch, lambda: Tensor(dy).sum(1) * 2.0)
     assert (OptOps.UPCAST, 16) not in [(o.op, o.arg) for o in opts], opts
     assert (m := compare("row sum", out, 2.0 * dy.astype(np.float64).sum(1), FLOAT32)) is None, m
+
+
+def test_an_embedding_gradient_sums_columns_for_4_rows_at_a_time_and_agrees(monkeypatch):
+    """The gradient of an embedding, sum over 96 positions of (idx == v) * dy for 32 ids x 48 columns, reads dy
+    down its columns and the ids along the reduce: 16 columns and 4 ids (rows of the output) per load of dy."""
+    rng = np.random.default_rng(7)
+    idx, dy = rng.integers(0, 32, (1, 96)).astype(np.int32), rng.standard_normal((1, 96, 48)).astype(np.float32)
+
+    def gradient():
+        emb = nn.Embedding(32, 48)
+        (emb(Tensor(idx)) * Tensor(dy)).sum().backward()
+        return emb.weight.grad
+    out, opts = compiled_opts(monkeypatch, gradient)
+    assert sorted((o.op, o.arg) for o in opts if o.op in (OptOps.UPCAST, OptOps.UNROLL)) == [(OptOps.UPCAST, 4), (OptOps.UPCAST, 16)], opts
+    expected = np.zeros((32, 48))
+    np.add.at(expected, idx.ravel(), dy[0].astype(np.float64))
+    assert (m := compare("embedding gradient", out, expected, FLOAT32)) is None, m
 
 
 def test_a_refused_tile_falls_back_to_tinygrads_choice(monkeypatch):
