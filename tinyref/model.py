@@ -55,7 +55,7 @@ class GPTStyleTransformer:
             x = block(x)                         # (B, T, C)
         x = self.ln_f(x)                         # (B, T, C)
         head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
-        return x @ head.T                        # (B, T, C) @ (C, V) -> (B, T, V)
+        return x @ head.contiguous_backward().T  # (B, T, C) @ (C, V) -> (B, T, V); its gradient a matmul of its own
 # --8<-- [end:model]
 
     def parameters(self) -> list[Tensor]:
