@@ -93,19 +93,22 @@ def test_a_bias_gradient_sums_a_vector_of_columns_and_agrees(monkeypatch):
     assert (m := compare("row sum", out, 2.0 * dy.astype(np.float64).sum(1), FLOAT32)) is None, m
 
 
-def test_an_embedding_gradient_sums_columns_for_4_rows_at_a_time_and_agrees(monkeypatch):
+@pytest.mark.parametrize("tied", [False, True])
+def test_an_embedding_gradient_sums_columns_for_4_rows_at_a_time_and_agrees(monkeypatch, tied):
     """The gradient of an embedding, sum over 96 positions of (idx == v) * dy for 32 ids x 48 columns, reads dy
-    down its columns and the ids along the reduce: 16 columns and 4 ids (rows of the output) per load of dy."""
+    down its columns and the ids along the reduce: 16 columns and 4 ids (rows of the output) per load of dy; also
+    with a term added after the sum that moves along the ids (as a tied head's stored gradient does)."""
     rng = np.random.default_rng(7)
     idx, dy = rng.integers(0, 32, (1, 96)).astype(np.int32), rng.standard_normal((1, 96, 48)).astype(np.float32)
+    head = rng.standard_normal((32, 48)).astype(np.float32) if tied else np.zeros((32, 48), np.float32)
 
     def gradient():
         emb = nn.Embedding(32, 48)
         (emb(Tensor(idx)) * Tensor(dy)).sum().backward()
-        return emb.weight.grad
+        return emb.weight.grad + Tensor(head) if tied else emb.weight.grad
     out, opts = compiled_opts(monkeypatch, gradient)
     assert sorted((o.op, o.arg) for o in opts if o.op in (OptOps.UPCAST, OptOps.UNROLL)) == [(OptOps.UPCAST, 4), (OptOps.UPCAST, 16)], opts
-    expected = np.zeros((32, 48))
+    expected = head.astype(np.float64)
     np.add.at(expected, idx.ravel(), dy[0].astype(np.float64))
     assert (m := compare("embedding gradient", out, expected, FLOAT32)) is None, m
 

@@ -31,7 +31,7 @@ from tinygrad.renderer.cstyle import ClangRenderer
 from tinygrad.renderer.llvmir import CPULLVMRenderer
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
-RULE = "tiles-8-onehot"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-2"     # names this rule in the program cache's keys: a changed rule recompiles
 # tinygrad folds the float32 loads and stores of a kernel into vectors of at most 4 lanes, on every device, in this
 # line of its memory_coalescing; LLVM then computes in vectors as wide as the loads. An x86-64 CPU with AVX2 has
 # 8-lane registers (AVX-512 has 16, but tinygrad's CPU allocator promises 32-byte alignment: 8 lanes).
@@ -197,15 +197,19 @@ def column_axis(k) -> tuple[int, int] | None:
     return None
 
 
-def output_only_axis(k) -> int | None:
-    """An output axis of ``k`` along which only the output moves, divisible by ONE_HOT_ROWS: the vocabulary axis
-    of a one-hot sum (an embedding's gradient, sum over positions of (idx == v) * dx), where the loop index
-    enters the math as a value and not as an address; else None."""
+def output_only_axis(k, n: int) -> int | None:
+    """An output axis of ``k`` other than ``n``, divisible by ONE_HOT_ROWS, along which no input read inside the sum moves: the
+    vocabulary axis of a one-hot sum (an embedding's gradient, sum over positions of (idx == v) * dx), where the
+    loop index enters the math as a value and not as an address (a term added after the sum, such as a tied
+    head's gradient, may move along it); else None."""
     outputs = {u.src[0] for u in k.ast.toposort() if u.op is Ops.STORE}
     inputs = [b for b in k.bufs if b not in outputs]
-    strides = axis_strides(k, inputs) if inputs else None
-    return next((a for a in k.axes_of(AxisType.WEAK, AxisType.GLOBAL) if strides is not None and not any(strides[a])
-                 and k.full_shape[a] % ONE_HOT_ROWS == 0), None)
+    if not inputs or (strides := axis_strides(k, inputs)) is None:
+        return None
+    (r,) = k.axes_of(AxisType.REDUCE)
+    summed = [i for i, s in enumerate(strides[r]) if s != 0]     # the inputs read inside the sum
+    return next((a for a in k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
+                 if a != n and not any(strides[a][i] for i in summed) and k.full_shape[a] % ONE_HOT_ROWS == 0), None)
 
 
 def axis_now(k, loop: UOp, axis: int) -> int:
@@ -260,7 +264,7 @@ def vector_column_sum(k):
     if (found := column_axis(k)) is None:
         return None
     n, width = found
-    m = output_only_axis(k)
+    m = output_only_axis(k, n)
     k = k.copy()
     m_loop = k.rngs[m] if m is not None else None
     k.apply_opt(Opt(OptOps.UPCAST, n, width))
