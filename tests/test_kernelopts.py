@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tinygrad.codegen as codegen
-import tinygrad.codegen.late.coalesce as coalesce
-from tinygrad import Context, Device, Tensor, dtypes, nn
+from tinygrad import Context, Device, Tensor, nn
 from tinygrad.codegen.opt import OptOps
-from tinygrad.uop.ops import Ops, UOp
 
 from tinyref.runtime import kernelopts
 from tinyref.runtime.devices import current_device
@@ -137,14 +134,6 @@ def test_tiles_fit_the_registers():
     assert kernelopts.tiles(16, 8)[0][0] * kernelopts.tiles(16, 8)[0][1] < kernelopts.tiles(32, 8)[0][0] * kernelopts.tiles(32, 8)[0][1]
 
 
-def test_vector_registers_read_the_cpu_flags(tmp_path):
-    cases = {"fpu sse2 avx avx2 fma": 16, "fpu avx avx2 fma avx512f": 32, "fpu sse2 avx": 0}
-    for i, (flags, registers) in enumerate(cases.items()):
-        (info := tmp_path / f"cpuinfo{i}").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        assert kernelopts.vector_registers.__wrapped__(str(info)) == registers, flags
-    assert kernelopts.vector_registers.__wrapped__(str(tmp_path / "missing")) == 0
-
-
 def test_a_small_kernel_gets_no_opts_and_agrees(monkeypatch):
     """16 x 16 outputs over 16 inputs: 4096 points, far below SMALL_KERNEL, so compiled as written."""
     rng = np.random.default_rng(3)
@@ -153,46 +142,3 @@ def test_a_small_kernel_gets_no_opts_and_agrees(monkeypatch):
     assert opts == [], opts
     assert (m := compare("small product", out, 3.0 * (a.astype(np.float64) @ b), FLOAT32)) is None, m
     assert kernelopts.SMALL_KERNEL > 16 * 16 * 16 and M * N * K >= kernelopts.SMALL_KERNEL   # the other tests' shapes get opts
-
-
-def stored_widths(monkeypatch, product, coalescer) -> tuple[np.ndarray, set[int]]:
-    """Realize ``product()`` compiling here with ``coalescer`` as tinygrad's memory coalescing; returns the result
-    and the vector widths of the float32 stores it made."""
-    widths: set[int] = set()
-
-    def recording(sink, ren):
-        out = coalescer(sink, ren)
-        widths.update(u.src[0].src[2].arg if u.src[0].op is Ops.SHRINK else 1 for u in out.toposort()
-                      if u.op is Ops.STORE and u.src[0].src[0].dtype == dtypes.float)
-        return out
-    monkeypatch.setattr(codegen, "memory_coalescing", recording)
-    with Context(PARALLEL=0, CCACHE=0):
-        return product().numpy(), widths
-
-
-@pytest.mark.parametrize("wide", [True, False])
-def test_a_tiled_product_stores_8_lanes_with_the_wide_coalescer_and_agrees(monkeypatch, wide):
-    """dy.T @ x gets the register tile; with tinyref's coalescer its stores are 8 lanes wide, with tinygrad's
-    (the negative control, at a shape of its own so that nothing comes from tinygrad's program cache) 4."""
-    assert kernelopts.wide_coalescing() is not None, "tinygrad's coalescer no longer has the line the patch replaces"
-    rows = 128 if wide else 160
-    rng = np.random.default_rng(6)
-    dy, x = rng.standard_normal((rows, 64)).astype(np.float32), rng.standard_normal((rows, 48)).astype(np.float32)
-    out, widths = stored_widths(monkeypatch, lambda: Tensor(dy).T @ Tensor(x),
-                                kernelopts.wide_coalescing() if wide else coalesce.memory_coalescing)
-    assert max(widths) == (8 if wide else 4), widths
-    assert (m := compare("dy.T @ x", out, dy.T.astype(np.float64) @ x, FLOAT32)) is None, m
-
-
-def test_only_float32_stores_on_an_x86_cpu_get_8_lanes():
-    ren = Device[current_device()].renderer
-    buf = {dt: UOp.param(0, dt, (64,), current_device()) for dt in (dtypes.float, dtypes.half)}
-    assert kernelopts.float32_widths(ren, Ops.STORE, buf[dtypes.float]) == [8, 4, 2]
-    assert kernelopts.float32_widths(ren, Ops.LOAD, buf[dtypes.float]) is None
-    assert kernelopts.float32_widths(ren, Ops.STORE, buf[dtypes.half]) is None
-    assert kernelopts.float32_widths(object(), Ops.STORE, buf[dtypes.float]) is None   # not a CPU renderer
-
-
-def test_a_coalescer_without_the_replaced_line_is_left_alone(monkeypatch):
-    monkeypatch.setattr(kernelopts, "COALESCE_LINE", "lengths = [16,8,4,2]")
-    assert kernelopts.wide_coalescing.__wrapped__() is None

@@ -9,34 +9,26 @@ pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous alo
 output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
 in the CPU's vector registers, and split the rest over the CPU threads. A matmul whose operands are
 both contiguous along the sum (a linear layer's forward ``x @ w.T``) gets, while the sum is of middling
-length, the block of dot products BEAM finds for it; a sum down columns (a bias gradient) reads a
-vector of columns at a time. Every other kernel, device and dtype, every CPU
+length, the block of dot products BEAM finds for it; a sum down columns (a bias gradient, an embedding's
+one-hot gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU
 other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
-CPU kernel gets none (SMALL_KERNEL).
+CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into 8-lane vectors,
+where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a one-line patch to tinygrad's coalescer), so that the
+tiles compute in 8-lane registers.
 """
 from __future__ import annotations
 
-import inspect
-import platform
-from functools import cache
-
-import tinygrad.codegen as codegen
-import tinygrad.codegen.late.coalesce as coalesce
 import tinygrad.codegen.opt.heuristic as heuristic
 import tinygrad.engine.worker as worker
 from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.dtype import dtypes
 from tinygrad.helpers import prod
-from tinygrad.renderer.cstyle import ClangRenderer
-from tinygrad.renderer.llvmir import CPULLVMRenderer
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
+from . import vectorwidth
+from .vectorwidth import vector_registers, vector_width
+
 RULE = "tiles-8-onehot-3"     # names this rule in the program cache's keys: a changed rule recompiles
-# tinygrad folds the float32 loads and stores of a kernel into vectors of at most 4 lanes, on every device, in this
-# line of its memory_coalescing; LLVM then computes in vectors as wide as the loads. An x86-64 CPU with AVX2 has
-# 8-lane registers (AVX-512 has 16, but tinygrad's CPU allocator promises 32-byte alignment: 8 lanes).
-COALESCE_LINE = 'lengths = [8,4,2] if buf.dtype == dtypes.half and getenv("ALLOW_HALF8") else [4,2]'
-WIDE = (8, 4, 2)   # a fresh list of them each time: the coalescer appends to it
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -53,48 +45,6 @@ DOT_REDUCE = (64, 256)
 ONE_HOT_ROWS = 4
 TINYGRAD_CHOICE = heuristic.hand_coded_optimizations
 TINYGRAD_WORKER_START = worker._init_worker
-
-
-@cache
-def vector_registers(cpuinfo: str = "/proc/cpuinfo") -> int:
-    """Vector registers of this x86-64 CPU: 32 with AVX-512, 16 with AVX2 and FMA; 0 (keep tinygrad's
-    choice) on other machines or when the flags cannot be read."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return 0
-    try:
-        with open(cpuinfo) as f:
-            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return 0
-    return 0 if not {"avx2", "fma"} <= flags else 32 if "avx512f" in flags else 16
-
-
-def float32_widths(ren, op, buf) -> list[int] | None:
-    """The vector widths tinygrad's coalescer may fold ``op`` (a LOAD or STORE of ``buf``) into: up to 8 lanes for
-    a float32 store on the CPU (clang or LLVM) of an x86-64 machine with AVX2 and FMA; None (tinygrad's) elsewhere.
-    Only stores: LLVM's vectoriser grows its vectors from the stores, so a register tile stored 8 lanes at a time
-    computes 8 lanes at a time (two 4-lane loads make one 8-lane operand), while 8-lane loads made it vectorise a
-    block of dot products across its outputs (a shuffle per element: 40 -> 18 GFLOP/s)."""
-    wide = op is Ops.STORE and buf.dtype == dtypes.float and isinstance(ren, (ClangRenderer, CPULLVMRenderer))
-    return list(WIDE) if wide and vector_registers() else None
-
-
-@cache
-def wide_coalescing():
-    """tinygrad's memory_coalescing with COALESCE_LINE asking ``float32_widths`` first; None when this tinygrad's
-    coalescer does not have that line (then tinygrad's stays, and so do 4-lane vectors)."""
-    source = inspect.getsource(coalesce.memory_coalescing)
-    if source.count(COALESCE_LINE) != 1:
-        return None
-    lengths = COALESCE_LINE.split(" = ", 1)[1]
-    namespace = {**vars(coalesce), "float32_widths": float32_widths}
-    exec(compile(source.replace(COALESCE_LINE, f"lengths = float32_widths(ctx, op, buf) or ({lengths})"), coalesce.__file__, "exec"), namespace)
-    return namespace["memory_coalescing"]
-
-
-def vector_width() -> int:
-    """float32 lanes in one vector of tinygrad's CPU kernels: 8 with the wide coalescer installed, else 4."""
-    return WIDE[0] if codegen.memory_coalescing is wide_coalescing() is not None else 4
 
 
 def tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
@@ -302,8 +252,7 @@ def install() -> None:
     if heuristic.hand_coded_optimizations is hand_coded_optimizations:
         return
     heuristic.hand_coded_optimizations = hand_coded_optimizations
-    if wide_coalescing() is not None:
-        codegen.memory_coalescing = wide_coalescing()
+    vectorwidth.install()
     worker._init_worker = start_worker
     worker.terminate_worker_pool()
 
