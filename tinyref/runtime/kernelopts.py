@@ -28,7 +28,7 @@ from tinygrad.uop.ops import AxisType, Ops, UOp
 from . import vectorwidth
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-3"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-rows"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -51,7 +51,8 @@ def tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
     """(m, n) register tiles, most accumulators first, then most rows of A (more of each cache line of A used:
     8 x 16 ran 3-5% faster than 4 x 32 at M's products), whose m*n/lanes accumulators, n/lanes vectors of a row
     of B and one broadcast of A fit in ``registers`` vector registers of ``lanes`` float32 each."""
-    shapes = [(m, n) for n in (32, 16, 8) for m in (8, 6, 4, 3, 2) if n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers]
+    shapes = [(m, n) for n in (32, 16, 8) for m in (8, 6, 4, 3, 2)
+              if n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers]
     return sorted(shapes, key=lambda s: (-s[0] * s[1], -s[0]))
 
 
@@ -149,10 +150,10 @@ def column_axis(k) -> tuple[int, int] | None:
 
 
 def output_only_axis(k, n: int) -> int | None:
-    """An output axis of ``k`` other than ``n``, divisible by ONE_HOT_ROWS, along which no input read inside the sum moves: the
-    vocabulary axis of a one-hot sum (an embedding's gradient, sum over positions of (idx == v) * dx), where the
-    loop index enters the math as a value and not as an address (a term added after the sum, such as a tied
-    head's gradient, may move along it); else None."""
+    """An output axis of ``k`` other than ``n``, divisible by ONE_HOT_ROWS, along which no input read inside the
+    sum moves: the vocabulary axis of a one-hot sum (an embedding's gradient, sum over positions of
+    (idx == v) * dx), where the loop index enters the math as a value and not as an address (a term added
+    after the sum, such as a tied head's gradient, may move along it); else None."""
     outputs = {u.src[0] for u in k.ast.toposort() if u.op is Ops.STORE}
     inputs = [b for b in k.bufs if b not in outputs]
     if not inputs or (strides := axis_strides(k, inputs)) is None:

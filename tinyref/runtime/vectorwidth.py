@@ -59,7 +59,8 @@ def wide_coalescing():
         return None
     lengths = COALESCE_LINE.split(" = ", 1)[1]
     namespace = {**vars(coalesce), "float32_widths": float32_widths}
-    exec(compile(source.replace(COALESCE_LINE, f"lengths = float32_widths(ctx, op, buf) or ({lengths})"), coalesce.__file__, "exec"), namespace)
+    patched = source.replace(COALESCE_LINE, f"lengths = float32_widths(ctx, op, buf) or ({lengths})")
+    exec(compile(patched, coalesce.__file__, "exec"), namespace)
     return namespace["memory_coalescing"]
 # --8<-- [end:wide]
 
