@@ -50,7 +50,7 @@ class GPTStyleTransformer:
         elif not dtypes.is_int(idx.dtype) or idx.ndim != 2 or idx.shape[1] > self.config.context_length:
             raise UsageError(f"idx must be an integer (batch, time<={self.config.context_length}) tensor, "
                              f"got {idx.dtype} {idx.shape}")
-        x = self.wpe(self.wte(idx))              # (B, T, C)
+        x = self.wpe(self.wte(idx)).contiguous_backward()   # (B, T, C); its gradient stored once, not per token id
         for block in self.h:
             x = block(x)                         # (B, T, C)
         x = self.ln_f(x)                         # (B, T, C)
