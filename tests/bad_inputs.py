@@ -14,7 +14,7 @@ import numpy as np
 
 import oracle
 from helpers import UNTIED, as_namespace, load_params
-from tinyref import GPTStyleTransformer
+from tinyref import GPTConfig, GPTStyleTransformer
 from tinyref.train.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE, save_checkpoint
 from tinyref.train.tokenizer import train_tokenizer
 
@@ -43,6 +43,10 @@ def make_bad_inputs(root: Path) -> None:
     copy_with(root, "ckpt-no-weights", lambda p: (p / MODEL_FILE).unlink())
     copy_with(root, "ckpt-garbage-config", lambda p: (p / CONFIG_FILE).write_text("{not json"))
     copy_with(root, "ckpt-other-shape", lambda p: (p / CONFIG_FILE).write_text(json.dumps({**UNTIED.to_dict(), "d_model": 16})))
+    llama = GPTConfig.llama(UNTIED.vocab_size, UNTIED.context_length, UNTIED.d_model, UNTIED.n_heads, UNTIED.n_layers,
+                            d_ff=UNTIED.d_ff)
+    save_checkpoint(root / "ckpt-llama-as-gpt2", GPTStyleTransformer(llama), None, train_tokenizer("char", ["abcdefg"]))
+    (root / "ckpt-llama-as-gpt2" / CONFIG_FILE).write_text(json.dumps({**llama.to_dict(), "positions": "learned"}))
     copy_with(root, "ckpt-garbage-tokenizer", lambda p: (p / TOKENIZER_FILE).write_text('{"hello": 1}'))
     copy_with(root, "ckpt-no-tokenizer", lambda p: (p / TOKENIZER_FILE).unlink())
     copy_with(root, "ckpt-garbage-state", lambda p: (p / STATE_FILE).write_text("[1, 2]"))

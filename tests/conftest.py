@@ -3,8 +3,10 @@
 ``pytest --device X`` (repeatable, or ``all``; default all) picks the backends the per-device
 agreement tests run on. A device this machine cannot use is skipped with the reason, never passed.
 Each device's results are computed once per worker (``device_result``) and shared by its tests;
-with pytest-xdist, a device's tests are grouped onto one worker so its kernels compile once.
+with pytest-xdist, a device's tests are grouped onto one worker so its kernels compile once, each other
+module's tests too (its module-scoped fixtures are made once), and the longest units start first.
 """
+import collections
 import os
 
 import pytest
@@ -40,18 +42,29 @@ def pytest_configure(config):
         config.tinyref_default = select_device(None)   # DEV if set, else tinyref's default (GPU > CPU:LLVM > CPU > CL)
     except TinyrefError as e:
         raise pytest.UsageError(str(e)) from None
+    # the tests' subprocesses (the CLI, checkpoint writers, the examples) use the same device: tinygrad alone
+    # would pick PoCL's CL where it is installed, which compiles about twice as slowly
+    os.environ.setdefault("DEV", config.tinyref_default)
     # under xdist, keep each device's tests on one worker (they share one compiled model): see below
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
 
 
-# Modules whose tests share one module-scoped run that is not parametrized by device: one worker each.
-SHARED_RUN_MODULES = ("tests/test_parallel.py",)
+# Under ``pytest -n``, a test module is one unit of work: its module-scoped fixtures (a built site, a trained run
+# folder, a demo run) and the kernels its tests compile are made once, on one worker. Modules that share more than
+# that are one unit together: test_generate.py and test_kvcache.py compile TIED's generation kernels once (their
+# ``xdist_group("generation")`` marks say so, but pytest-xdist 3.8's marks group nothing under pytest 9.2).
+MODULE_GROUPS = {"tests/test_generate.py": "generation", "tests/test_kvcache.py": "generation"}
+# The units that take longest, started first so that the two workers finish together (largest first, as measured
+# with --durations on 2 cores): PoCL's device tests compile slowest, then the modules that train or benchmark
+# in subprocesses. Every other unit follows, those with more tests first (pytest-xdist's order).
+FIRST = ("CL", "tests/test_bench.py", "tests/test_crash.py", "tests/test_runs.py", "tests/test_check_cli.py",
+         "tests/test_train.py", "tests/test_parallel.py", "generation")
 
 
 def xdist_scope(nodeid: str, devices) -> str:
     """The unit of work of a test under ``pytest -n``: the device it runs on (the first test parameter that
-    names one), the module for SHARED_RUN_MODULES, an explicit ``@group`` suffix, else the test alone."""
+    names one), an explicit ``@group`` suffix, else its module's group in MODULE_GROUPS, else its module."""
     if nodeid.rfind("@") > nodeid.rfind("]"):
         return nodeid.rsplit("@", 1)[-1]
     if nodeid.endswith("]"):
@@ -59,7 +72,18 @@ def xdist_scope(nodeid: str, devices) -> str:
         if device is not None:
             return device
     module = nodeid.split("::")[0]
-    return module if module in SHARED_RUN_MODULES else nodeid
+    return MODULE_GROUPS.get(module, module)
+
+
+class FirstUnitsFirst(collections.OrderedDict):
+    """pytest-xdist's queue of units (scope -> tests), handing out the FIRST units before the others, which keep
+    xdist's order."""
+
+    def popitem(self, last=True):
+        if last:
+            return super().popitem(last)
+        scope = min(self, key=lambda s: FIRST.index(s) if s in FIRST else len(FIRST))   # min: the earliest of equals
+        return scope, self.pop(scope)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -73,6 +97,10 @@ def pytest_xdist_make_scheduler(config, log):
     class DeviceScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_scope(nodeid, config.tinyref_devices)
+
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            self.workqueue = FirstUnitsFirst()
 
     return DeviceScheduling(config, log)
 

@@ -10,16 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import tinygrad.codegen as codegen
+import tinygrad.engine.realize as realize
+from tinygrad import Context, Device
 
 import tinyref.cli.check
 import tinyref.verify.check
 from conftest import device_result
 from tinyref.cli import main
+from tinyref.runtime import kernelopts, programcache
 from tinyref.runtime.devices import KNOWN_DEVICES, probe_device
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason", "model"}
+ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason", "model", "kernel_opts"}
+KERNEL_RULES = ("tiled_matmul", "dot_tiled_matmul", "vector_column_sum")   # kernelopts' rules, each a function of a kernel
 
 
 def unavailable_device() -> str:
@@ -133,6 +138,7 @@ def test_end_to_end_json_from_the_command_line(default_backend):
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["devices"]
     assert [(r["device"], r["ok"]) for r in rows] == [(default_backend, True), (missing, None)], rows
+    assert [r["kernel_opts"] for r in rows] == [kernelopts.RULE, None]   # the opts train and bench install
     assert "Traceback" not in done.stderr
 
 
@@ -157,14 +163,40 @@ def test_the_nanogpt_variant_is_checked_on_request(default_backend, capsys):
     assert status == 0 and [r["model"] for r in report["devices"]] == ["gpt2"]
 
 
-def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, monkeypatch):
-    """Negative control: the variant's run judged against the oracle of GPT-2's tanh GELU fails on the logits."""
+def row_against_another_oracle(monkeypatch, device: str, model: str, **fields):
+    """The check row of ``model`` on ``device`` judged against the oracle of its config with ``fields`` replaced."""
     real = tinyref.verify.check.run_oracle
 
-    def oracle_of_gpt2(case, *args):
-        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, activation="gelu_tanh")), *args)
-    monkeypatch.setattr(tinyref.verify.check, "run_oracle", oracle_of_gpt2)
-    row = tinyref.verify.check.check_one(default_backend, "float32", 0, "nanogpt")
+    def other_oracle(case, *args):
+        return real(dataclasses.replace(case, config=dataclasses.replace(case.config, **fields)), *args)
+    monkeypatch.setattr(tinyref.verify.check, "run_oracle", other_oracle)
+    return tinyref.verify.check.check_one(device, "float32", 0, model)
+
+
+def test_the_nanogpt_check_fails_when_the_oracle_computes_gpt2(default_backend, monkeypatch):
+    """Negative control: the variant's run judged against the oracle of GPT-2's tanh GELU fails on the logits."""
+    row = row_against_another_oracle(monkeypatch, default_backend, "nanogpt", activation="gelu_tanh")
+    assert row.ok is False and "logits" in row.reason
+
+
+def test_the_llama_variant_is_checked_on_request(default_backend, capsys, monkeypatch):
+    """--model llama runs the Llama case (rotary positions, RMSNorm, SwiGLU, 2 kv heads) and prints its row: the
+    device's shared Llama run (tests/test_devices.py), not recompiled here."""
+    llama = tinyref.verify.check.case_for(default_backend, "llama")
+    assert (llama.config.positions, llama.config.norm, llama.config.gated_mlp, llama.config.n_kv_heads) == (
+        "rope", "rmsnorm", True, 2)
+    shared = device_result(default_backend, case=llama)
+    monkeypatch.setattr(tinyref.verify.check, "run_case", lambda device, dtype, case=None, seed=0: (
+        shared if case == llama else pytest.fail("llama must run its own case")))
+    status, report = check_json(capsys, "--device", default_backend, "--model", "llama")
+    (row,) = report["devices"]
+    assert status == 0 and (row["model"], row["ok"], row["causal_ok"]) == ("llama", True, True), row
+    assert 0 < row["forward_max_err"] < FLOAT32.atol and 0 < row["grad_max_err"] < FLOAT32_GRAD.atol
+
+
+def test_the_llama_check_fails_when_the_oracle_pairs_other_rotary_dimensions(default_backend, monkeypatch):
+    """Negative control: the Llama run judged against an oracle that rotates interleaved pairs fails on the logits."""
+    row = row_against_another_oracle(monkeypatch, default_backend, "llama", rope_style="interleaved")
     assert row.ok is False and "logits" in row.reason
 
 
@@ -210,3 +242,39 @@ def test_a_backend_whose_process_dies_is_a_crashed_row(fake_processes, capsys):
     assert crashed["ok"] is False and crashed["model"] == "gpt2" and crashed["dtype"] == "float32"
     assert crashed["reason"] == ("crashed: the check process exited with status -6 "
                                  "(Fatal Python error: Segmentation fault)")
+
+
+
+def wrong_sums(rule, optimised_kernels: list):
+    """kernelopts' ``rule``, except that every kernel it optimises (listed in ``optimised_kernels``) accumulates its
+    sum 0.1% too large, ten times the gradient tolerance: a kernel optimisation that computes a wrong result."""
+    def broken(k):
+        if (optimised := rule(k)) is None:
+            return None
+        total = optimised.reduceop
+        optimised.ast = optimised.ast.substitute({total: total.replace(src=(total.src[0] * 1.001, *total.src[1:]))})
+        optimised_kernels.append(optimised.full_shape)
+        return optimised
+    return broken
+
+
+def test_a_wrong_kernel_optimisation_fails_the_check(default_backend, monkeypatch, capsys):
+    """Negative control: the check runs the kernels that tinyref's optimisations make in training, each of the
+    rules takes some of them, and with those rules summing wrongly the check fails. Compiled here, now
+    (PARALLEL=0, no disk cache, an empty program cache): the wrong kernels are made in this process and kept
+    nowhere after the test."""
+    renderer = Device[default_backend.split(":")[0]].renderer
+    if not kernelopts.vector_registers() or renderer.target.device != "CPU":
+        pytest.skip("tinyref's kernel optimisations act on x86-64 CPUs with AVX2 and FMA only")
+    optimised = {rule: [] for rule in KERNEL_RULES}
+    for rule in KERNEL_RULES:
+        monkeypatch.setattr(kernelopts, rule, wrong_sums(getattr(kernelopts, rule), optimised[rule]))
+    empty = programcache.DiskBackedPrograms()
+    monkeypatch.setattr(codegen, "to_program_cache", empty)
+    monkeypatch.setattr(realize, "to_program_cache", empty)
+    with Context(PARALLEL=0, CCACHE=0):
+        status, report = check_json(capsys, "--device", default_backend)
+    row, = report["devices"]
+    assert all(optimised.values()), f"a rule takes none of the check's kernels: {optimised}"
+    assert status == 1 and row["ok"] is False and row["kernel_opts"] == kernelopts.RULE, row
+    assert row["forward_max_err"] > FLOAT32.atol and row["grad_max_err"] > FLOAT32_GRAD.atol, row

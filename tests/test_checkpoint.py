@@ -14,7 +14,7 @@ from tinygrad.nn.state import get_state_dict
 
 import oracle
 from helpers import UNTIED, as_namespace, load_params
-from tinyref import GPTStyleTransformer
+from tinyref import GPTConfig, GPTStyleTransformer
 from tinyref.train.checkpoint import (MODEL_FILE, OPTIMIZER_FILE, load_checkpoint, load_config, optimizer_arrays,
                                 save_checkpoint)
 from tinyref.errors import CheckpointError
@@ -203,13 +203,39 @@ def test_killing_the_writer_never_leaves_a_half_checkpoint(tmp_path):
 
 
 def test_a_config_json_without_the_variant_fields_loads_as_gpt2(saved):
-    """Checkpoints written before GPTConfig had activation and bias: tanh GELU, biases, same weights."""
+    """Checkpoints written before GPTConfig had activation, bias and the Llama-family fields: GPT-2, same weights."""
     path, model, _, _ = saved
     config = json.loads((path / "config.json").read_text())
-    assert (config.pop("activation"), config.pop("bias")) == ("gelu_tanh", True)
+    old = ("activation", "bias", "positions", "rope_theta", "rope_style", "norm", "gated_mlp", "n_kv_heads")
+    assert [config.pop(k) for k in old] == ["gelu_tanh", True, "learned", 10000.0, "half", "layernorm", False, 1]
     (path / "config.json").write_text(json.dumps(config))
     loaded = load_checkpoint(path)
     assert (loaded.model.config.activation, loaded.model.config.bias) == ("gelu_tanh", True)
     assert load_config(path) == UNTIED
     for k, v in weights(model).items():
         np.testing.assert_array_equal(weights(loaded.model)[k], v)
+
+
+def test_a_llama_checkpoint_round_trips_with_its_optimizer(tmp_path):
+    """Every Llama-family field in config.json, and the keys that come with them (no wpe, c_gate, fewer kv
+    rows in c_attn, no biases, lm_head), written and read back exactly, AdamW moments included."""
+    cfg = GPTConfig.llama(UNTIED.vocab_size, UNTIED.context_length, UNTIED.d_model, 2, UNTIED.n_layers, n_kv_heads=1,
+                          d_ff=UNTIED.d_ff, rope_theta=500.0, rope_style="interleaved")
+    model = GPTStyleTransformer(cfg)
+    opt = make_optimizer(model, lr=1e-3, weight_decay=0.1)
+    for o in opt.optimizers:
+        for t in (*o.m, *o.v):
+            t.assign(Tensor(np.random.default_rng(t.numel()).random(t.shape).astype(np.float32), device=t.device))
+    path = save_checkpoint(tmp_path / "ckpt", model, opt, state={"step": 3})
+    assert json.loads((path / "config.json").read_text()) == cfg.to_dict()
+    ckpt = load_checkpoint(path)
+    assert ckpt.config == cfg and set(weights(ckpt.model)) == set(oracle.param_shapes(cfg))
+    assert "wpe.weight" not in weights(ckpt.model) and weights(ckpt.model)["h.0.attn.c_attn.weight"].shape == (16, 8)
+    for k, v in weights(model).items():
+        np.testing.assert_array_equal(weights(ckpt.model)[k], v, err_msg=k)
+    fresh = make_optimizer(ckpt.model, lr=1e-3, weight_decay=0.1)
+    ckpt.restore_optimizer(fresh)
+    want, got = optimizer_arrays(opt, model), optimizer_arrays(fresh, ckpt.model)
+    assert "m.h.0.mlp.c_gate.weight" in want and set(got) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -51,3 +51,23 @@ def test_the_synthetic_data_is_learnable_arithmetic():
         assert (y[:, :-1] == x[:, 1:]).all()
         stride = (x[:, 1:2] - x[:, :1]) % 52
         assert ((x[:, 1:] - x[:, :-1]) % 52 == stride).all() and set(stride.ravel()) <= {1, 2, 3}
+
+
+def test_the_llama_preset_trains_in_the_demo(capsys):
+    """`tinyref train --model llama` at the LLAMA sizes: the preset and the --n-kv-heads flag build that model,
+    the output names its architecture, and the loss falls."""
+    from helpers import LLAMA, cli
+    status, out, err = cli(capsys, "train", "--model", "llama", "--n-kv-heads", 2, "--vocab-size", 11,
+                           "--context-length", 8, "--d-model", 16, "--d-ff", 24, "--batch-size", 2, "--epochs", 5)
+    assert status == 0, err
+    assert "Architecture (llama preset and flags): positions rope (half, theta 10000), rmsnorm, silu gated MLP, " \
+           "2 kv heads for 4 query heads, untied head, no biases" in out
+    scalars = sum(math.prod(s) for s in oracle.param_shapes(LLAMA).values())
+    assert f"Total parameters to learn: {scalars:,} (" in out
+    losses = [float(l.split()[-1]) for l in out.splitlines() if l.startswith("Epoch ")]
+    assert len(losses) == 2 and losses[-1] < 0.9 * losses[0], out
+
+
+def test_the_gpt2_demo_names_no_architecture(demo):
+    lines, _ = demo
+    assert not [l for l in lines if l.startswith("Architecture")]

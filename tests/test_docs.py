@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import html.parser
+import importlib.util
 import http.server
 import io
 import os
@@ -94,6 +95,27 @@ def test_no_python_is_pasted_into_the_pages():
         for m in FENCE.finditer((DOCS / page).read_text()):
             if "title=" in m["info"]:
                 assert SNIPPET.fullmatch(m["body"].strip()), f"{page}: a titled source block must be one snippet include"
+
+
+# --- the drawn diagrams ------------------------------------------------------------------------
+
+def draw_diagrams(*argv: str) -> int:
+    """scripts/draw_diagrams.py's main(argv), run in this process (it needs only NumPy and the oracle)."""
+    spec = importlib.util.spec_from_file_location("draw_diagrams", ROOT / "scripts" / "draw_diagrams.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(list(argv))
+
+
+def test_the_drawn_diagrams_are_what_their_script_draws(tmp_path, capsys):
+    """The rope and GQA pictures are computed (with the oracle's rope_forward): the committed files are what
+    the script draws now, and its check catches a file that is not (negative control)."""
+    assert draw_diagrams("--check") == 0, f"{capsys.readouterr().err}: run python scripts/draw_diagrams.py"
+    assert draw_diagrams("--out", str(tmp_path)) == 0
+    stale = tmp_path / "rope-scores.html"
+    stale.write_text(stale.read_text().replace('fill-opacity="', 'fill-opacity="0', 1))
+    assert draw_diagrams("--check", "--out", str(tmp_path)) == 1
+    assert "rope-scores.html" in capsys.readouterr().err
 
 
 # --- offline -----------------------------------------------------------------------------------
@@ -214,7 +236,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (optional: apt-get install chromium)")
 @pytest.mark.parametrize("page, min_math, language", [
-    ("", 0, "python"), ("components/attention/", 20, "python"),
+    ("", 0, "python"), ("components/attention/", 20, "python"), ("components/rope/", 20, "python"),
     # the lessons: each ends with the command to run (bash)
     ("learn/", 0, "bash"), ("learn/words-as-vectors/", 4, "bash"), ("learn/attention/", 8, "bash"),
     ("learn/architecture/", 8, "bash"), ("learn/training/", 4, "bash")])

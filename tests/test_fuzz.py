@@ -21,10 +21,10 @@ from helpers import UNTIED, as_namespace, load_params
 from tinyref import GPTStyleTransformer
 from tinyref.train.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint, load_config, read_safetensors, save_checkpoint
 from tinyref.cli import COMMANDS, build_parser
-from tinyref.config import GPTConfig
-from tinyref.errors import CheckpointError, ConfigError, TinyrefError
+from tinyref.config import GPTConfig, preset_fields
+from tinyref.errors import CheckpointError, TinyrefError, UsageError
 from tinyref.train.tokenizer import tokenizer_from_json, train_tokenizer
-from tinyref.cli.train import demo_settings
+from tinyref.cli.train import check_demo_model, demo_settings
 
 fuzz = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -156,15 +156,18 @@ def test_any_tokenizer_file_loads_or_is_a_checkpoint_error(text):
 
 
 FLAGS = ["--vocab-size", "--context-length", "--d-model", "--n-heads", "--n-layers", "--d-ff", "--batch-size",
-         "--epochs", "--lr", "--seed", "--device", "--bogus", "-x", "--"]
-VALUES = ["0", "-1", "1", "4", "32", "1e-3", "nan", "inf", "-inf", "abc", "", "CPU", "cl", "9" * 30, "\x00", "--lr"]
+         "--epochs", "--lr", "--seed", "--device", "--model", "--n-kv-heads", "--positions", "--rope-theta", "--bogus",
+         "-x", "--"]
+VALUES = ["0", "-1", "1", "4", "32", "1e-3", "nan", "inf", "-inf", "abc", "", "CPU", "cl", "9" * 30, "\x00", "--lr",
+          "llama", "rope", "3", "20"]
 
 
 @fuzz
 @given(argv=st.lists(st.sampled_from(FLAGS) | st.sampled_from(VALUES), max_size=8))
 def test_any_train_arguments_parse_or_fail_in_one_line(argv, capsys):
     """The parser either accepts the arguments, and then the config built from them is valid or a
-    ConfigError, or exits 2 with one 'tinyref: error:' line."""
+    one-line usage error (a ConfigError, or a combination of flags that names them), or exits 2 with one
+    'tinyref: error:' line."""
     try:
         args = build_parser().parse_args(["train", *argv])
     except SystemExit as e:
@@ -173,8 +176,10 @@ def test_any_train_arguments_parse_or_fail_in_one_line(argv, capsys):
         return
     demo = demo_settings(vars(args))          # what 'tinyref train' would build from these flags
     try:
-        GPTConfig(**{k: demo[k] for k in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff")})
-    except ConfigError as e:
+        check_demo_model(demo)
+        GPTConfig(**{k: demo[k] for k in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff")},
+                  **preset_fields(demo["model"], demo))
+    except UsageError as e:
         assert "\n" not in str(e)
 
 

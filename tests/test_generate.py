@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import oracle
-from tests.helpers import TIED, as_namespace, cli, float32_exact, model_with
+from tests.helpers import LLAMA, TIED, as_namespace, cli, float32_exact, model_with
 from tests.strategies import seeds
 from tinyref import attention_maps, evaluate
 from tinyref.train.checkpoint import save_checkpoint
@@ -133,26 +133,40 @@ SYMBOLS = "abcdefghij "                                   # 11 symbols = TIED.vo
 EVAL_TEXT = "a bad cab hid a big jade fig each face had a chief hedge "      # 57 chars: 8 windows, the last short
 
 
+def with_oracle_weights(cfg):
+    """A model of ``cfg`` with oracle weights from a fixed seed (float32-exact, so the oracle sees them too)."""
+    params = float32_exact(oracle.init_params(as_namespace(cfg), np.random.default_rng(0)))
+    return model_with(cfg, params), params
+
+
 @pytest.fixture(scope="module")
 def tied():
-    """The TIED model with oracle weights from a fixed seed (float32-exact, so the oracle sees them too)."""
-    params = float32_exact(oracle.init_params(as_namespace(TIED), np.random.default_rng(0)))
-    return model_with(TIED, params), params
+    return with_oracle_weights(TIED)
 
 
-def oracle_greedy(params, prompt: list[int], n: int) -> list[int]:
+@pytest.fixture(scope="module")
+def llama():
+    return with_oracle_weights(LLAMA)
+
+
+def model_config(name: str):
+    return {"tied": TIED, "llama": LLAMA}[name]
+
+
+def oracle_greedy(params, prompt: list[int], n: int, cfg=TIED) -> list[int]:
     ids = list(prompt)
     for _ in range(n):
-        window = ids[-TIED.context_length:]
-        ids.append(int(np.argmax(oracle.gpt_forward(np.array([window]), params, as_namespace(TIED))[0][0, -1])))
+        window = ids[-cfg.context_length:]
+        ids.append(int(np.argmax(oracle.gpt_forward(np.array([window]), params, as_namespace(cfg))[0][0, -1])))
     return ids
 
 
-def test_greedy_generation_matches_the_oracle_and_slides(tied):
-    model, params = tied
+@pytest.mark.parametrize("name", ["tied", "llama"])
+def test_greedy_generation_matches_the_oracle_and_slides(request, name):
+    (model, params), cfg = request.getfixturevalue(name), model_config(name)
     prompt, n = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3], 12                 # 10 > context_length 8: cropped
     notes = []
-    expected = oracle_greedy(params, prompt[-TIED.context_length:], n)
+    expected = oracle_greedy(params, prompt[-cfg.context_length:], n, cfg)
     for use_cache in (True, False):
         got = generate_ids(make_decoder(model, use_cache), prompt, n, temperature=0, log=notes.append)
         assert got == expected, f"use_cache={use_cache}"
@@ -167,24 +181,25 @@ def test_same_seed_same_tokens_with_and_without_the_cache(tied):
     assert runs[1, True] != runs[2, True]
 
 
-def test_attention_maps_equal_the_oracle_attention(tied):
-    model, params = tied
+@pytest.mark.parametrize("name", ["tied", "llama"])
+def test_attention_maps_equal_the_oracle_attention(request, name):
+    (model, params), cfg = request.getfixturevalue(name), model_config(name)
     ids = [0, 3, 10, 7, 7, 2, 9, 1]
-    _, cache = oracle.gpt_forward(np.array([ids]), params, as_namespace(TIED))
+    _, cache = oracle.gpt_forward(np.array([ids]), params, as_namespace(cfg))
     maps = attention_maps(model, ids)
-    assert len(maps) == TIED.n_layers
+    assert len(maps) == cfg.n_layers and maps[0].shape == (cfg.n_heads, len(ids), len(ids))
     for i, (got, block) in enumerate(zip(maps, cache["blocks"])):
         assert_close(f"layer {i} attention", got, block[1]["att"][0], FLOAT32)
         assert np.all(got[:, np.triu_indices(len(ids), 1)[0], np.triu_indices(len(ids), 1)[1]] == 0)   # exact zeros
 
 
-def oracle_perplexity(params, ids: list[int]) -> float:
+def oracle_perplexity(params, ids: list[int], cfg=TIED) -> float:
     """exp(mean loss) over non-overlapping windows, computed independently of tinyref.generation.evaluation."""
-    T, total, count = TIED.context_length, 0.0, 0
+    T, total, count = cfg.context_length, 0.0, 0
     for s in range(0, len(ids) - 1, T):
         x, y = ids[s:s + T], ids[s + 1:s + T + 1]
         x = x[:len(y)]
-        loss, _ = oracle.cross_entropy_forward(oracle.gpt_forward(np.array([x]), params, as_namespace(TIED))[0], np.array([y]))
+        loss, _ = oracle.cross_entropy_forward(oracle.gpt_forward(np.array([x]), params, as_namespace(cfg))[0], np.array([y]))
         total, count = total + loss * len(y), count + len(y)
     return math.exp(total / count)
 
@@ -250,6 +265,12 @@ def test_eval_prints_the_oracles_perplexity(capsys, checkpoint, tied, tmp_path):
     expected = oracle_perplexity(tied[1], ids)
     assert_close("perplexity", printed, expected, FLOAT32)
     assert_close("perplexity (Python API)", evaluate(tied[0], ids, batch_size=2)["perplexity"], expected, FLOAT32)
+
+
+def test_evaluate_a_llama_model_gives_the_oracles_perplexity(llama):
+    ids = CharTokenizer.train([SYMBOLS]).encode(EVAL_TEXT)
+    assert_close("perplexity", evaluate(llama[0], ids, batch_size=2)["perplexity"],
+                 oracle_perplexity(llama[1], ids, LLAMA), FLOAT32)
 
 
 def eval_json(capsys, checkpoint, data, *extra) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tinygrad import Context, Device, Tensor
+from tinygrad import Context, Device, Tensor, nn
 from tinygrad.codegen.opt import OptOps
 
 from tinyref.runtime import kernelopts
@@ -90,6 +90,27 @@ def test_a_bias_gradient_sums_a_vector_of_columns_and_agrees(monkeypatch):
     assert (m := compare("row sum", out, 2.0 * dy.astype(np.float64).sum(1), FLOAT32)) is None, m
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_an_embedding_gradient_sums_columns_for_4_rows_at_a_time_and_agrees(monkeypatch, tied):
+    """The gradient of an embedding, sum over 96 positions of (idx == v) * dy for 32 ids x 48 columns, reads dy
+    down its columns and the ids along the reduce: 16 columns and 4 ids (rows of the output) per load of dy; also
+    with a term added after the sum that moves along the ids (as a tied head's stored gradient does)."""
+    rng = np.random.default_rng(7)
+    idx, dy = rng.integers(0, 32, (1, 96)).astype(np.int32), rng.standard_normal((1, 96, 48)).astype(np.float32)
+    head = rng.standard_normal((32, 48)).astype(np.float32) if tied else np.zeros((32, 48), np.float32)
+
+    def gradient():
+        emb = nn.Embedding(32, 48)
+        (emb(Tensor(idx)) * Tensor(dy)).sum().backward()
+        return emb.weight.grad + Tensor(head) if tied else emb.weight.grad
+    out, opts = compiled_opts(monkeypatch, gradient)
+    upcasts = sorted((o.op, o.arg) for o in opts if o.op in (OptOps.UPCAST, OptOps.UNROLL))
+    assert upcasts == [(OptOps.UPCAST, 4), (OptOps.UPCAST, 16)], opts
+    expected = head.astype(np.float64)
+    np.add.at(expected, idx.ravel(), dy[0].astype(np.float64))
+    assert (m := compare("embedding gradient", out, expected, FLOAT32)) is None, m
+
+
 def test_a_refused_tile_falls_back_to_tinygrads_choice(monkeypatch):
     """Planted bug: a tile that does not divide the axis. tinygrad refuses it; the product still comes out."""
     monkeypatch.setattr(kernelopts, "tile_axes", lambda k: (1, 7, 0, 5))
@@ -108,17 +129,11 @@ def test_the_comparison_catches_one_wrong_element():
 
 def test_tiles_fit_the_registers():
     for registers in (16, 32):
-        for m, n in kernelopts.tiles(registers):
-            assert m * n // kernelopts.VECTOR + n // kernelopts.VECTOR + 1 <= registers
-    assert kernelopts.tiles(16)[0][0] * kernelopts.tiles(16)[0][1] < kernelopts.tiles(32)[0][0] * kernelopts.tiles(32)[0][1]
-
-
-def test_vector_registers_read_the_cpu_flags(tmp_path):
-    cases = {"fpu sse2 avx avx2 fma": 16, "fpu avx avx2 fma avx512f": 32, "fpu sse2 avx": 0}
-    for i, (flags, registers) in enumerate(cases.items()):
-        (info := tmp_path / f"cpuinfo{i}").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        assert kernelopts.vector_registers.__wrapped__(str(info)) == registers, flags
-    assert kernelopts.vector_registers.__wrapped__(str(tmp_path / "missing")) == 0
+        for lanes in (4, 8):
+            for m, n in kernelopts.tiles(registers, lanes):
+                assert n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers
+    (m16, n16), (m32, n32) = kernelopts.tiles(16, 8)[0], kernelopts.tiles(32, 8)[0]
+    assert m16 * n16 < m32 * n32
 
 
 def test_a_small_kernel_gets_no_opts_and_agrees(monkeypatch):

@@ -4,7 +4,8 @@ recomputing the whole window, for any prompt length and any number of new tokens
 Both sides are checked against the same brute force, ``oracle.recomputed_logits`` (a full
 ``gpt_forward`` of the window ending at each token): the oracle's own incremental decoder in float64
 for any Hypothesis config, and tinyref's jitted KVCache (and, as a control, its RecomputeDecoder) in
-float32 on the fixed shapes of tests/helpers.py, so their kernels compile once.
+float32 on the fixed shapes of tests/helpers.py, so their kernels compile once. LLAMA covers rotary
+positions (a new token's q and k turned by its position) and a cache of fewer key/value heads.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import oracle
-from tests.helpers import TIED, UNTIED, as_namespace, float32_exact, load_params, model_with, tinygrad_examples
+from tests.helpers import LLAMA, TIED, UNTIED, as_namespace, float32_exact, load_params, model_with, tinygrad_examples
 from tests.strategies import configs, seeds
 from tinyref.generation.kvcache import KVCache, RecomputeDecoder
 from tinyref.verify.tolerances import FLOAT32, FLOAT64, assert_close, compare
@@ -66,7 +67,7 @@ def test_oracle_check_catches_a_key_in_the_wrong_slot():
 
 # --- tinyref: the fixed shapes ------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=[TIED, UNTIED], ids=["tied", "untied"])
+@pytest.fixture(scope="module", params=[TIED, UNTIED, LLAMA], ids=["tied", "untied", "llama"])
 def decoders(request):
     """One model per config with both decoders over it; examples load new weights into the same
     buffers, so the jitted functions compile once and then replay."""
@@ -120,6 +121,29 @@ def test_cache_check_catches_an_off_by_one_slot(decoders):
     planted = decoded_logits(cached, tokens, 2, extend=lambda t: off_by_one_slot(cached, t))
     assert compare("logits", planted, expected, FLOAT32) is not None
     assert compare("logits", decoded_logits(cached, tokens, 2), expected, FLOAT32) is None
+
+
+class TurnedOneFurther:
+    """Planted bug for a rotary attention: q and k of a cached step turn by pos + 1, one position too far.
+    The prefill (positions None) turns correctly, so only the step is wrong: an offset shared by every
+    position would cancel, as rotary scores depend only on the distance between positions."""
+
+    def __init__(self, rope):
+        self.rope = rope
+
+    def __call__(self, x, positions=None):
+        return self.rope(x, positions if positions is None else positions + 1)
+
+
+def test_cache_check_catches_a_step_turned_one_position_too_far(monkeypatch):
+    model = model_with(LLAMA, oracle.init_params(as_namespace(LLAMA), np.random.default_rng(0)))
+    params = reload(model, LLAMA, 8)
+    tokens = list(np.random.default_rng(9).integers(0, LLAMA.vocab_size, 2 * LLAMA.context_length))
+    expected = oracle.recomputed_logits(tokens, params, as_namespace(LLAMA))[1:]
+    assert compare("logits", decoded_logits(KVCache(model), tokens, 2), expected, FLOAT32) is None
+    for block in model.h:
+        monkeypatch.setattr(block.attn, "rope", TurnedOneFurther(block.attn.rope))
+    assert compare("logits", decoded_logits(KVCache(model), tokens, 2), expected, FLOAT32) is not None
 
 
 def test_a_reused_decoder_follows_the_prompt_length(decoders):

@@ -121,6 +121,7 @@ def test_tinyref_nanogpt_variant_matches_oracle(seed):
     assert_no_mismatch(model_mismatches(built("nanogpt"), params, as_namespace(cfg), idx, targets))
 
 
+# --8<-- [start:test_llama]
 @tinygrad_examples
 @given(seed=seeds)
 def test_tinyref_llama_matches_oracle(seed):
@@ -131,8 +132,10 @@ def test_tinyref_llama_matches_oracle(seed):
     params = oracle.init_params(cfg, rng)
     idx, targets = random_inputs(rng, cfg, B, T)
     assert_no_mismatch(model_mismatches(built("llama"), params, cfg, idx, targets))
+# --8<-- [end:test_llama]
 
 
+# --8<-- [start:test_llama_state_dict]
 LLAMA_KEYS = {"wte.weight": ("V", "C"), "h.{i}.ln_1.weight": ("C",), "h.{i}.attn.c_attn.weight": ("(H+2KV)hd", "C"),
               "h.{i}.attn.c_proj.weight": ("C", "C"), "h.{i}.ln_2.weight": ("C",), "h.{i}.mlp.c_fc.weight": ("F", "C"),
               "h.{i}.mlp.c_gate.weight": ("F", "C"), "h.{i}.mlp.c_proj.weight": ("C", "F"), "ln_f.weight": ("C",),
@@ -165,6 +168,7 @@ def test_each_llama_field_changes_only_its_own_keys():
     assert diff(n_kv_heads=1) == ([], [], ["h.0.attn.c_attn.bias", "h.0.attn.c_attn.weight"])
     assert oracle.param_shapes(GPTConfig(**base, n_kv_heads=1))["h.0.attn.c_attn.weight"] == ((4 + 2) * 4, 16)
     assert diff(activation="silu") == diff(rope_theta=500.0) == diff(rope_style="interleaved") == ([], [], [])
+# --8<-- [end:test_llama_state_dict]
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -20,7 +20,7 @@ from tinyref.runtime.parallel import replicate, shard_batch, virtual_devices
 from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD, compare
 from tinyref.train import make_train_step
 
-# under pytest -n, this module's tests run on one worker (conftest.SHARED_RUN_MODULES): the runs are shared
+# under pytest -n, this module's tests run on one worker (conftest.xdist_scope): the runs are shared
 
 
 def tokens(*arrays):

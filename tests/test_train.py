@@ -154,6 +154,16 @@ def test_training_steps_match_oracle():
         "negative control: skipping the warm-up went unnoticed"
 
 
+def test_a_llama_model_decays_its_matrices_only():
+    """Weight decay reaches the gate and the separate head (matrices) and never an RMSNorm gain."""
+    from helpers import LLAMA
+    matrices = {"wte.weight", "lm_head.weight"} | {f"h.{i}.{m}.weight" for i in range(LLAMA.n_layers) for m in (
+        "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_gate", "mlp.c_proj")}
+    model = GPTStyleTransformer(LLAMA)
+    assert set(decayed_keys(model)) == matrices
+    assert set(get_state_dict(model)) - matrices == {"ln_f.weight"} | {f"h.{i}.ln_{j}.weight" for i in range(2) for j in (1, 2)}
+
+
 # --- the training loop: bit-exact resume, metrics, plot -------------------------------------------
 
 WORDS = ["abc", "bad", "cab", "dace", "fee", "gig", "hide", "head", "ice"]    # 9 letters + space + newline = 11
@@ -304,3 +314,72 @@ def test_training_a_bias_free_exact_gelu_model_saves_its_variant(text_file, tmp_
     ckpt = load_checkpoint(run.checkpoint)
     assert (ckpt.model.config.activation, ckpt.model.config.bias) == ("gelu", False)
     assert not [k for k in get_state_dict(ckpt.model) if k.endswith(".bias")]
+
+
+# --- the Llama family: --model llama and the per-field flags ------------------------------------------
+
+def test_the_llama_preset_and_its_flags_reach_the_config():
+    from tinyref import GPTConfig
+    from tinyref.cli import build_parser
+    from tinyref.errors import UsageError
+    from tinyref.train.options import model_config, resolve_options
+    args = build_parser().parse_args(["train", "--data", "x.txt", "--model", "llama", "--positions", "learned",
+                                      "--rope-theta", "500", "--rope-style", "interleaved", "--norm", "layernorm",
+                                      "--activation", "gelu", "--no-gated-mlp", "--n-kv-heads", "2", "--bias",
+                                      "--tie-embeddings"])
+    assert (args.model, args.positions, args.rope_theta, args.rope_style, args.norm, args.activation, args.gated_mlp,
+            args.n_kv_heads, args.bias, args.tie_embeddings) == ("llama", "learned", 500.0, "interleaved", "layernorm",
+                                                                "gelu", False, 2, True, True)
+    sizes = dict(vocab_size=1024, context_length=64, d_model=128, n_heads=4, n_layers=4)   # TRAIN_DEFAULTS' sizes
+    resolved = lambda **kw: model_config(resolve_options(TrainOptions(data="x.txt", **kw), None), 1024)  # noqa: E731
+    assert resolved() == GPTConfig(**sizes)                                   # --model gpt2, the default: GPT-2
+    assert resolved(model="llama", n_kv_heads=2) == GPTConfig.llama(**sizes, n_kv_heads=2)
+    assert resolved(model="llama", rope_style="interleaved", gated_mlp=False) == GPTConfig.llama(
+        **sizes, rope_style="interleaved", gated_mlp=False)                   # a flag replaces one field of the preset
+    assert resolved(positions="rope", norm="rmsnorm") == GPTConfig(**sizes, positions="rope", norm="rmsnorm")
+    llama_run = vars(resolve_options(TrainOptions(data="x.txt", model="llama"), None))
+    assert llama_run["n_kv_heads"] == 4                                       # saved resolved: resume compares ints
+    with pytest.raises(UsageError, match="--n-kv-heads 2 does not match the checkpoint's 4"):
+        resolve_options(TrainOptions(n_kv_heads=2), llama_run)
+    old_run = {k: v for k, v in vars(resolve_options(TrainOptions(data="x.txt"), None)).items()
+               if k not in ("model", "tie_embeddings", "positions", "rope_theta", "rope_style", "norm", "gated_mlp",
+                            "n_kv_heads")}                                    # saved before the Llama fields
+    assert model_config(resolve_options(TrainOptions(), old_run), 1024) == GPTConfig(**sizes)
+    with pytest.raises(UsageError, match="--model llama does not match the checkpoint's gpt2"):
+        resolve_options(TrainOptions(model="llama"), old_run)
+
+
+def test_a_llama_run_saves_every_field_resumes_and_generates_with_the_cache(text_file, tmp_path, capsys, monkeypatch):
+    from helpers import cli
+    from tinyref import GPTConfig
+    from tinyref.generation import sampling
+    from tinyref.train.checkpoint import CONFIG_FILE, load_checkpoint
+    quiet = dict(log=lambda s: None, progress=False)
+    run = train(options(text_file, tmp_path / "llama", steps=2, model="llama", n_kv_heads=2), **quiet)
+    expected = GPTConfig.llama(run.tokenizer.vocab_size, TIED.context_length, TIED.d_model, TIED.n_heads, TIED.n_layers,
+                               n_kv_heads=2, d_ff=TIED.d_ff)
+    assert json.loads((run.checkpoint / CONFIG_FILE).read_text()) == expected.to_dict()
+    resumed = train(TrainOptions(resume=str(tmp_path / "llama"), steps=3), **quiet)
+    assert resumed.step == 3 and resumed.model.config == expected
+    ckpt = load_checkpoint(resumed.checkpoint)
+    params = {k: t.numpy().astype(np.float64) for k, t in get_state_dict(ckpt.model).items()}
+    assert "wpe.weight" not in params and "h.1.mlp.c_gate.weight" in params
+
+    decoders, make_decoder = [], sampling.make_decoder
+
+    def recorded(model, use_cache=True):
+        decoders.append(make_decoder(model, use_cache))
+        return decoders[-1]
+    monkeypatch.setattr(sampling, "make_decoder", recorded)
+    ids = ckpt.tokenizer.encode(" ".join(WORDS[:2]))
+    texts = []
+    for extra in ((), ("--no-cache",)):
+        status, out, err = cli(capsys, "generate", "--checkpoint", tmp_path / "llama", "--prompt", ckpt.tokenizer.decode(ids),
+                               "--max-new-tokens", 12, "--temperature", 0, *extra)
+        assert status == 0, err
+        texts.append(out.rstrip("\n"))
+    assert [type(d).__name__ for d in decoders] == ["KVCache", "RecomputeDecoder"]
+    for _ in range(12):                                       # the oracle's greedy continuation, sliding past the context
+        window = np.array([ids[-expected.context_length:]])
+        ids.append(int(np.argmax(oracle.gpt_forward(window, params, as_namespace(expected))[0][0, -1])))
+    assert texts == [ckpt.tokenizer.decode(ids)] * 2

@@ -41,6 +41,11 @@ def _positive_float(name: str, value) -> float:
     return float(value)
 
 
+# What GPTConfig.llama() sets apart from the sizes: the Llama family's choice of every variant field.
+LLAMA = dict(positions="rope", rope_style="half", norm="rmsnorm", activation="silu", gated_mlp=True, bias=False,
+             tie_embeddings=False)
+
+
 # --8<-- [start:config]
 @dataclass
 class GPTConfig:
@@ -100,10 +105,8 @@ class GPTConfig:
               **fields) -> "GPTConfig":
         """A Llama-style config: rotary positions (Hugging Face's "half" pairing), RMSNorm, a SwiGLU MLP,
         no biases, an untied head; ``fields`` sets any other field (e.g. ``rope_style="interleaved"``)."""
-        llama = dict(positions="rope", rope_style="half", norm="rmsnorm", activation="silu", gated_mlp=True,
-                     bias=False, tie_embeddings=False)
         return cls(vocab_size=vocab_size, context_length=context_length, d_model=d_model, n_heads=n_heads,
-                   n_layers=n_layers, n_kv_heads=n_kv_heads, d_ff=d_ff, rope_theta=rope_theta, **{**llama, **fields})
+                   n_layers=n_layers, n_kv_heads=n_kv_heads, d_ff=d_ff, rope_theta=rope_theta, **{**LLAMA, **fields})
 
     @property
     def head_dim(self) -> int:
@@ -125,3 +128,30 @@ class GPTConfig:
         if unknown:
             raise ConfigError(f"unknown GPTConfig field(s) {unknown}; known fields are {sorted(known)}")
         return cls(**data)
+
+
+# The fields that choose a variant of the architecture (the others are sizes), and the named presets
+# of ``tinyref train --model``: GPT-2 keeps GPTConfig's defaults, llama is GPTConfig.llama()'s choice.
+VARIANT_FIELDS = ("activation", "bias", "tie_embeddings", "positions", "rope_theta", "rope_style", "norm", "gated_mlp",
+                  "n_kv_heads")
+MODEL_PRESETS = {"gpt2": {}, "llama": LLAMA}
+
+
+def preset_fields(model: str, given: dict | None = None) -> dict:
+    """Every variant field of preset ``model``, with each value in ``given`` that is not None in its place."""
+    if model not in MODEL_PRESETS:
+        raise ConfigError(f"unknown model preset {model!r}: choose one of {', '.join(MODEL_PRESETS)}")
+    defaults = {f.name: f.default for f in fields(GPTConfig) if f.name in VARIANT_FIELDS}
+    chosen = {k: v for k, v in (given or {}).items() if k in VARIANT_FIELDS and v is not None}
+    return {**defaults, **MODEL_PRESETS[model], **chosen}
+
+
+def describe_variant(cfg: GPTConfig) -> str | None:
+    """One line naming the architecture's choices, what the training commands print beside the sizes;
+    None for GPT-2's own (their output stays GPT-2's)."""
+    if {**preset_fields("gpt2"), "n_kv_heads": cfg.n_heads} == {k: getattr(cfg, k) for k in VARIANT_FIELDS}:
+        return None
+    positions = f"rope ({cfg.rope_style}, theta {cfg.rope_theta:g})" if cfg.positions == "rope" else "learned"
+    heads = f"{cfg.n_kv_heads} kv heads for {cfg.n_heads} query heads"
+    return (f"positions {positions}, {cfg.norm}, {cfg.activation}{' gated' if cfg.gated_mlp else ''} MLP, {heads}, "
+            f"{'tied' if cfg.tie_embeddings else 'untied'} head, {'biases' if cfg.bias else 'no biases'}")

@@ -36,6 +36,8 @@ class RMSNorm:
 # --8<-- [end:rmsnorm]
 
 
+# --8<-- [start:make_norm]
 def make_norm(dim: int, eps: float, norm: str = "layernorm", bias: bool = True):
     """The normalisation GPTConfig.norm names: LayerNorm (with a bias unless ``bias=False``) or RMSNorm."""
     return RMSNorm(dim, eps) if norm == "rmsnorm" else LayerNorm(dim, eps, bias)
+# --8<-- [end:make_norm]

@@ -52,14 +52,17 @@ class GPTStyleTransformer:
         elif not dtypes.is_int(idx.dtype) or idx.ndim != 2 or idx.shape[1] > self.config.context_length:
             raise UsageError(f"idx must be an integer (batch, time<={self.config.context_length}) tensor, "
                              f"got {idx.dtype} {idx.shape}")
-        x = self.wte(idx)                        # (B, T, C)
-        if self.config.positions == "learned":
-            x = self.wpe(x)                      # (B, T, C): + wpe[0:T]
+        x = self.embed(idx).contiguous_backward()   # (B, T, C); its gradient stored once, not per token id
         for block in self.h:
             x = block(x)                         # (B, T, C)
         x = self.ln_f(x)                         # (B, T, C)
         head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
-        return x @ head.T                        # (B, T, C) @ (C, V) -> (B, T, V)
+        return x @ head.contiguous_backward().T  # (B, T, C) @ (C, V) -> (B, T, V); its gradient a matmul of its own
+
+    def embed(self, idx: Tensor) -> Tensor:
+        """The residual stream's start (B, T, C): wte[idx] + wpe[0:T], or wte[idx] alone for rotary positions."""
+        x = self.wte(idx)                        # (B, T, C)
+        return self.wpe(x) if self.config.positions == "learned" else x
 # --8<-- [end:model]
 
     def parameters(self) -> list[Tensor]:

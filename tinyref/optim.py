@@ -10,7 +10,8 @@ from tinygrad.nn.state import get_state_dict
 
 # --8<-- [start:decay]
 def decayed_keys(model) -> list[str]:
-    """Weight decay applies to matrices only (embeddings, linear weights), never to biases or LayerNorm gains."""
+    """Weight decay applies to matrices only (embeddings, linear weights, the gate of a gated MLP), never to biases
+    or the gains of LayerNorm and RMSNorm."""
     return [k for k, t in get_state_dict(model).items() if t.ndim >= 2]
 # --8<-- [end:decay]
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import IO
 
 from ..verify.check import MODELS, CheckRow, check_one
-from ..runtime.devices import CPU_DEVICES, DTYPES, KNOWN_DEVICES, keep_on_disk, normalize_device
+from ..runtime.devices import CPU_DEVICES, DTYPES, KNOWN_DEVICES, normalize_device, prepare_compiler
 from ..errors import TinyrefError
 from .flags import SEED
 
-COLUMNS = ("device", "dtype", "model", "forward err", "grad err", "causal", "seconds", "verdict")
-WIDTHS = (9, 9, 8, 12, 10, 7, 8, 0)
+COLUMNS = ("device", "dtype", "model", "kernel opts", "forward err", "grad err", "causal", "seconds", "verdict")
+WIDTHS = (9, 9, 8, 12, 12, 10, 7, 8, 0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=list(DTYPES), metavar="DTYPE",
                    help="float32 (default), float16, bfloat16; unsupported ones are reported, not run")
     p.add_argument("--model", nargs="+", default=["gpt2"], choices=list(MODELS), metavar="MODEL",
-                   help="gpt2 (default: tanh GELU, biases) and/or nanogpt (exact GELU, no biases, as nanoGPT's "
-                        "bias=False): each runs the check case as that variant")
+                   help="gpt2 (default: tanh GELU, biases), nanogpt (exact GELU, no biases, as nanoGPT's "
+                        "bias=False) and/or llama (rotary positions, RMSNorm, SwiGLU, 2 kv heads): each runs the "
+                        "check case as that variant")
     p.add_argument("--seed", type=SEED, default=0, help="seed for the weights and tokens (default 0)")
     p.add_argument("--json", action="store_true", help='print {"devices": [...]} instead of the table')
 
@@ -95,14 +96,14 @@ def fmt(value, spec: str) -> str:
 def table_line(row) -> str:
     verdict = {True: "ok", False: f"DISAGREES: {row.reason}", None: f"skipped: {row.reason}"}[row.ok]
     causal = fmt(row.causal_ok and "yes" or (None if row.causal_ok is None else "NO"), "s")
-    cells = (row.device, row.dtype, row.model, fmt(row.forward_max_err, ".2e"), fmt(row.grad_max_err, ".2e"), causal,
-             fmt(row.seconds, ".1f"), verdict)
+    cells = (row.device, row.dtype, row.model, fmt(row.kernel_opts, "s"), fmt(row.forward_max_err, ".2e"),
+             fmt(row.grad_max_err, ".2e"), causal, fmt(row.seconds, ".1f"), verdict)
     return "  ".join(c.ljust(w) for c, w in zip(cells, WIDTHS)).rstrip()
 
 
 def run(args: argparse.Namespace) -> int:
     devices = selected_devices(args.device)
-    keep_on_disk()   # a second check (or the suite's run before it) reuses the lowered kernels
+    prepare_compiler()   # the kernel optimisations train and bench use; a second check reuses the lowered kernels
     if not args.json:
         print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, WIDTHS)).rstrip(), flush=True)
     rows = []

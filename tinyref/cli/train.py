@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ACTIVATIONS
+from ..config import ACTIVATIONS, MODEL_PRESETS, NORMS, POSITIONS, ROPE_STYLES, VARIANT_FIELDS, preset_fields
 from ..errors import UsageError
 from .flags import COUNT, INT32_MAX, POSITIVE, SEED, integer, number
 from ..train import TrainOptions, train, train_next_word_predictor
+from ..train.options import check_architecture
 from ..train.tokenizer import TOKENIZERS
 
 # The demo's defaults (the seed's): used when neither --data nor --resume is given.
 DEMO = dict(vocab_size=52, context_length=16, d_model=32, n_heads=4, n_layers=2, d_ff=None, batch_size=8, epochs=30,
-            lr=5e-3, seed=0, activation="gelu_tanh", bias=True)
-SHARED = ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff", "activation", "bias", "batch_size",
-          "lr", "seed", "device")
+            lr=5e-3, seed=0, model="gpt2")
+SHARED = ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "d_ff", "model", *VARIANT_FIELDS,
+          "batch_size", "lr", "seed", "device")
 DATA_ONLY = [f for f in TrainOptions.__dataclass_fields__ if f not in SHARED and f not in ("data", "resume")]
 
 
@@ -27,11 +28,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-heads", type=POSITIVE, default=None, help="attention heads, must divide d-model (default 4)")
     g.add_argument("--n-layers", type=POSITIVE, default=None, help="decoder blocks (demo 2, --data 4)")
     g.add_argument("--d-ff", type=POSITIVE, default=None, help="feed-forward width (default 4 * d-model)")
+    g.add_argument("--model", choices=tuple(MODEL_PRESETS), default=None,
+                   help="architecture preset: gpt2 (default) or llama (rotary positions, RMSNorm, SwiGLU, no biases, "
+                        "untied head); the flags below replace single fields of it")
+    g.add_argument("--positions", choices=POSITIONS, default=None,
+                   help="learned (a wpe table, GPT-2) or rope (q and k rotated by position, llama)")
+    g.add_argument("--rope-theta", type=number(0, lo_open=True), default=None,
+                   help="rotary base: pair j turns by position * theta^(-2j/head size) (default 10000)")
+    g.add_argument("--rope-style", choices=ROPE_STYLES, default=None,
+                   help="rotary pairs: half (Hugging Face's rotate_half, default) or interleaved (Meta's, llama2.c's)")
+    g.add_argument("--norm", choices=NORMS, default=None, help="layernorm (GPT-2) or rmsnorm (llama, no bias)")
     g.add_argument("--activation", choices=ACTIVATIONS, default=None,
-                   help="feed-forward GELU: gelu_tanh (GPT-2's tanh approximation, default) or gelu (exact erf, "
-                        "PyTorch's nn.GELU() as in nanoGPT)")
-    g.add_argument("--no-bias", dest="bias", action="store_const", const=False, default=None,
-                   help="no bias in any linear layer or LayerNorm (nanoGPT's bias=False)")
+                   help="feed-forward activation: gelu_tanh (GPT-2's tanh approximation), gelu (exact erf, "
+                        "PyTorch's nn.GELU() as in nanoGPT) or silu (llama)")
+    g.add_argument("--gated-mlp", action=argparse.BooleanOptionalAction, default=None,
+                   help="gated feed-forward c_proj(act(c_gate(x)) * c_fc(x)) (llama's SwiGLU with silu)")
+    g.add_argument("--n-kv-heads", type=POSITIVE, default=None,
+                   help="key/value heads, must divide --n-heads: grouped-query attention (default --n-heads)")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="a bias in every linear layer and LayerNorm (gpt2), or none (--no-bias: nanoGPT's bias=False, llama)")
+    g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="the output head is wte (gpt2), or its own lm_head (--no-tie-embeddings, llama)")
     g = p.add_argument_group("training (demo and --data)")
     g.add_argument("--batch-size", type=POSITIVE, default=None, help="sequences per (micro-)batch (demo 8, --data 16)")
     g.add_argument("--lr", type=number(0, lo_open=True), default=None, help="AdamW learning rate (demo 5e-3, --data peak 1e-3)")
@@ -64,8 +81,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def demo_settings(values: dict) -> dict:
-    """The demo's keyword arguments: each flag given, else the demo's default."""
-    return {k: DEMO[k] if values[k] is None else values[k] for k in DEMO}
+    """The demo's keyword arguments: each flag given, else the demo's default (the variant fields: the preset's)."""
+    return {**{k: DEMO[k] if values[k] is None else values[k] for k in DEMO},
+            **{k: values[k] for k in VARIANT_FIELDS if values[k] is not None}}
+
+
+def check_demo_model(settings: dict) -> None:
+    """A combination of the demo's flags that no model has: one usage line naming the flags, before any work."""
+    check_architecture({**settings, **preset_fields(settings["model"], settings)})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if extra:
             raise UsageError(f"{', '.join(extra)} need --data FILE (or --resume DIR); without them "
                              "'tinyref train' runs the demo")
-        train_next_word_predictor(**demo_settings(values), device=args.device)
+        settings = demo_settings(values)
+        check_demo_model(settings)
+        train_next_word_predictor(**settings, device=args.device)
         return 0
     if args.epochs is not None:
         raise UsageError("--epochs is the demo's; with --data give --steps (optimizer steps)")

@@ -25,7 +25,7 @@ def attention_maps(model: GPTStyleTransformer, tokens, tokenizer=None) -> list[n
     (rows sum to 1, exact zeros above the diagonal). ``tokens``: ids, or text with ``tokenizer``."""
     ids = token_ids(tokens, tokenizer)
     idx = Tensor(check_token_ids(np.asarray(ids).reshape(1, -1), model.config, "tokens"), dtype=dtypes.int32)
-    x = model.wpe(model.wte(idx))                             # (1, T, C)
+    x = model.embed(idx)                                      # (1, T, C)
     maps = []
     for block in model.h:
         att, _ = block.attn.attention_weights(block.ln_1(x))  # (1, H, T, T): what the block computes inside

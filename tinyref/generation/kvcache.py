@@ -10,11 +10,14 @@ windows are padded to ``context_length`` (causality keeps the padding out of the
 the cache always holds ``context_length`` slots, a new key/value is written into slot ``pos`` by a
 mask, and slots after ``pos`` (empty, or stale padding) are hidden with -inf as the causal mask
 does. The cached code reuses the model's own sub-layers and weights (``wte``, ``wpe``, ``ln_1``,
-``c_attn``, ``c_proj``, ``ln_2``, ``mlp``, ``ln_f``).
+the attention's ``project`` (its ``c_attn`` split into heads, q and k rotated when rotary) and
+``repeat_kv``, ``c_proj``, ``ln_2``, ``mlp``, ``ln_f``), so every variant of the model (RMSNorm,
+gated MLPs) decodes through the same code. The cache holds ``n_kv_heads`` heads per layer; each
+group of query heads reads its shared key/value head.
 
-Learned absolute positions mean that once the window is full and slides, every cached key and
-value belongs to a different position: the cache is refilled from the new window, which costs one
-full forward, the same as decoding without a cache.
+Once the window is full and slides, every cached key and value belongs to a different position (a
+learned ``wpe`` row, or a rotation angle): the cache is refilled from the new window, which costs
+one full forward, the same as decoding without a cache.
 """
 from __future__ import annotations
 
@@ -25,12 +28,6 @@ from tinygrad import Tensor, TinyJit, Variable, dtypes
 
 from ..runtime import cpugraph
 from ..model import GPTStyleTransformer, check_token_ids
-
-
-def _heads(t: Tensor, H: int) -> Tensor:
-    """(B, T, C) -> (B, H, T, hd): head h owns columns h*hd:(h+1)*hd, as in MultiHeadSelfAttention."""
-    B, T, C = t.shape
-    return t.reshape(B, T, H, C // H).transpose(1, 2)
 
 
 def _at(x: Tensor, pos) -> Tensor:
@@ -83,7 +80,7 @@ class KVCache(RecomputeDecoder):
     def __init__(self, model: GPTStyleTransformer):
         super().__init__(model)
         cfg, dtype = model.config, model.wte.weight.dtype
-        shape = (1, cfg.n_heads, cfg.context_length, cfg.head_dim)           # (1, H, Tmax, hd)
+        shape = (1, cfg.n_kv_heads, cfg.context_length, cfg.head_dim)        # (1, KV, Tmax, hd)
         self.k = [Tensor.zeros(*shape, dtype=dtype).contiguous().realize() for _ in model.h]
         self.v = [Tensor.zeros(*shape, dtype=dtype).contiguous().realize() for _ in model.h]
         self._prefill = TinyJit(self._prefill_window)
@@ -104,10 +101,10 @@ class KVCache(RecomputeDecoder):
     def _prefill_window(self, idx: Tensor, last) -> Tensor:
         """Run the padded window (1, Tmax) once, store every layer's keys and values, return the
         logits (V,) at position ``last``."""
-        m, H = self.model, self.model.config.n_heads
-        x = m.wpe(m.wte(idx))                                                # (1, Tmax, C)
+        m = self.model
+        x = m.embed(idx)                                                     # (1, Tmax, C)
         for block, k_cache, v_cache in zip(m.h, self.k, self.v):
-            q, k, v = [_heads(t, H) for t in block.attn.c_attn(block.ln_1(x)).split(x.shape[2], dim=2)]  # (1, H, Tmax, hd)
+            q, k, v = block.attn.project(block.ln_1(x))                      # (1, H, Tmax, hd), (1, KV, Tmax, hd) x 2
             k_cache.assign(k)
             v_cache.assign(v)
             x = x + self._attend(block, q, k, v, Tensor.arange(x.shape[1]).reshape(-1, 1))   # (1, Tmax, C)
@@ -118,14 +115,17 @@ class KVCache(RecomputeDecoder):
     # --8<-- [start:step]
     def _step_one(self, tok, pos) -> Tensor:
         """Token ``tok`` at position ``pos``: write its key and value into slot ``pos`` of each layer's
-        cache, attend over slots 0..pos, return the next logits (V,)."""
-        m, H = self.model, self.model.config.n_heads
-        x = (m.wte.weight[tok] + m.wpe.weight[pos]).reshape(1, 1, -1)        # (1, 1, C)
+        cache, attend over slots 0..pos, return the next logits (V,). Rotary q and k turn by ``pos``."""
+        m = self.model
+        x = m.wte.weight[tok].reshape(1, 1, -1)                              # (1, 1, C)
+        if m.config.positions == "learned":
+            x = x + m.wpe.weight[pos].reshape(1, 1, -1)                      # (1, 1, C)
+        position = Tensor(pos).reshape(1)                                    # (1,): the one query's position
         here = (Tensor.arange(m.config.context_length) == pos).reshape(1, 1, -1, 1)   # (1, 1, Tmax, 1)
         for block, k_cache, v_cache in zip(m.h, self.k, self.v):
-            q, k, v = [_heads(t, H) for t in block.attn.c_attn(block.ln_1(x)).split(x.shape[2], dim=2)]  # (1, H, 1, hd)
-            keys = k_cache.assign(here.where(k, k_cache))                    # (1, H, Tmax, hd): slot pos <- k
-            values = v_cache.assign(here.where(v, v_cache))                  # (1, H, Tmax, hd): slot pos <- v
+            q, k, v = block.attn.project(block.ln_1(x), position)            # (1, H, 1, hd), (1, KV, 1, hd) x 2
+            keys = k_cache.assign(here.where(k, k_cache))                    # (1, KV, Tmax, hd): slot pos <- k
+            values = v_cache.assign(here.where(v, v_cache))                  # (1, KV, Tmax, hd): slot pos <- v
             x = x + self._attend(block, q, keys, values, pos)                # (1, 1, C)
             x = x + block.mlp(block.ln_2(x))                                 # (1, 1, C)
         return self._logits(x[:, 0]).realize(*self.k, *self.v)
@@ -133,9 +133,11 @@ class KVCache(RecomputeDecoder):
 
     @staticmethod
     def _attend(block, q: Tensor, k: Tensor, v: Tensor, query_pos) -> Tensor:
-        """softmax(q k^T / sqrt(hd) + mask) v through the block's c_proj; the mask hides every key
-        slot after its query's position (``query_pos``: (Tq, 1), or the one query's position)."""
+        """softmax(q k^T / sqrt(hd) + mask) v through the block's c_proj; k and v hold n_kv_heads heads,
+        each shared by its group of query heads; the mask hides every key slot after its query's
+        position (``query_pos``: (Tq, 1), or the one query's position)."""
         B, H, Tq, hd = q.shape
+        k, v = block.attn.repeat_kv(k), block.attn.repeat_kv(v)            # (B, H, Tk, hd)
         scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(hd))           # (B, H, Tq, Tk)
         future = Tensor.arange(k.shape[2]).reshape(1, -1) > query_pos       # (Tq, Tk)
         att = future.where(float("-inf"), scores).softmax(-1)               # (B, H, Tq, Tk)

@@ -120,11 +120,10 @@ def select_device(spec: str | None) -> str:
     """Make ``spec`` the default tinygrad target for this process and return its name.
 
     None keeps a ``DEV`` set in the environment, and otherwise picks ``default_device()``.
-    Also keeps compiled work on disk (``keep_on_disk``), and on a CPU device replays jitted steps from C on every
-    core (tinyref.runtime.cpugraph) and register-tiles its matmuls (tinyref.runtime.kernelopts).
+    Also prepares the compiler as every command does (``prepare_compiler``), and on a CPU device replays jitted
+    steps from C on every core (tinyref.runtime.cpugraph).
     """
-    keep_on_disk()
-    kernelopts.install()
+    prepare_compiler()
     if spec is None and DEV.device:
         name = current_device()
     else:
@@ -137,12 +136,17 @@ def select_device(spec: str | None) -> str:
     return name
 
 
-def keep_on_disk() -> None:
-    """Keep kernel schedules and lowered kernels on disk (tinyref.runtime.schedulecache, programcache), so later
-    runs at the same shapes start faster."""
+# --8<-- [start:prepare_compiler]
+def prepare_compiler() -> None:
+    """What every command does before it compiles a kernel (train, bench, generate and check alike, so that check
+    verifies the kernels the others run): keep kernel schedules and lowered kernels on disk
+    (tinyref.runtime.schedulecache, programcache), so later runs at the same shapes start faster, and choose the
+    CPU matmuls' and column sums' optimisations by tinyref's rule (tinyref.runtime.kernelopts). Idempotent."""
     programcache.enable()
     programcache.keep_compile_workers()
     schedulecache.enable()
+    kernelopts.install()
+# --8<-- [end:prepare_compiler]
 
 
 @contextlib.contextmanager

@@ -9,15 +9,14 @@ pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous alo
 output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
 in the CPU's vector registers, and split the rest over the CPU threads. A matmul whose operands are
 both contiguous along the sum (a linear layer's forward ``x @ w.T``) gets, while the sum is of middling
-length, the block of dot products BEAM finds for it; a sum down columns (a bias gradient) reads a
-vector of columns at a time. Every other kernel, device and dtype, every CPU
+length, the block of dot products BEAM finds for it; a sum down columns (a bias gradient, an embedding's
+one-hot gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU
 other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
-CPU kernel gets none (SMALL_KERNEL).
+CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into 8-lane vectors,
+where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a one-line patch to tinygrad's coalescer), so that the
+tiles compute in 8-lane registers.
 """
 from __future__ import annotations
-
-import platform
-from functools import cache
 
 import tinygrad.codegen.opt.heuristic as heuristic
 import tinygrad.engine.worker as worker
@@ -26,8 +25,10 @@ from tinygrad.dtype import dtypes
 from tinygrad.helpers import prod
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
-VECTOR = 4    # tinygrad's CPU kernels load and compute float32 in 4-wide vectors: one register each
-RULE = "tiles-4"     # names this rule in the program cache's keys: a changed rule recompiles
+from . import vectorwidth
+from .vectorwidth import vector_registers, vector_width
+
+RULE = "tiles-8-onehot-rows"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -38,29 +39,21 @@ SMALL_KERNEL = 1 << 16
 # they stay in a 32 KB L1 data cache (the smallest on AVX2 CPUs); below 64 the block's 64 final horizontal sums
 # cost more than the reduce they end.
 DOT_REDUCE = (64, 256)
+# A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
+# (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
+# 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
+ONE_HOT_ROWS = 4
 TINYGRAD_CHOICE = heuristic.hand_coded_optimizations
 TINYGRAD_WORKER_START = worker._init_worker
 
 
-@cache
-def vector_registers(cpuinfo: str = "/proc/cpuinfo") -> int:
-    """Vector registers of this x86-64 CPU: 32 with AVX-512, 16 with AVX2 and FMA; 0 (keep tinygrad's
-    choice) on other machines or when the flags cannot be read."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return 0
-    try:
-        with open(cpuinfo) as f:
-            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return 0
-    return 0 if not {"avx2", "fma"} <= flags else 32 if "avx512f" in flags else 16
-
-
-def tiles(registers: int) -> list[tuple[int, int]]:
-    """(m, n) register tiles, most accumulators first, whose m*n/4 accumulators, n/4 vectors of a row of
-    B and one broadcast of A fit in ``registers`` vector registers."""
-    shapes = [(m, n) for n in (16, 8) for m in (8, 6, 4, 3, 2) if m * n // VECTOR + n // VECTOR + 1 <= registers]
-    return sorted(shapes, key=lambda s: -s[0] * s[1])
+def tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
+    """(m, n) register tiles, most accumulators first, then most rows of A (more of each cache line of A used:
+    8 x 16 ran 3-5% faster than 4 x 32 at M's products), whose m*n/lanes accumulators, n/lanes vectors of a row
+    of B and one broadcast of A fit in ``registers`` vector registers of ``lanes`` float32 each."""
+    shapes = [(m, n) for n in (32, 16, 8) for m in (8, 6, 4, 3, 2)
+              if n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers]
+    return sorted(shapes, key=lambda s: (-s[0] * s[1], -s[0]))
 
 
 def stride(idx: UOp, rng: UOp) -> int | None:
@@ -115,7 +108,7 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
     for b in (0, 1):   # n: contiguous in B and in the output, absent from A; m: moves A, not B
         for n in (a for a in axes if strides[a][b] == 1 and strides[a][1 - b] == 0 and strides[a][2] == 1):
             for m in (a for a in axes if a != n and strides[a][b] == 0 and strides[a][1 - b] != 0):
-                for tm, tn in tiles(vector_registers()):
+                for tm, tn in tiles(vector_registers(), vector_width()):
                     if k.full_shape[n] % tn == 0 and k.full_shape[m] % tm == 0:
                         return n, tn, m, tm
     return None
@@ -140,20 +133,35 @@ def dot_axes(k) -> tuple[int, int] | None:
 
 
 def column_axis(k) -> tuple[int, int] | None:
-    """(n, width) for a float32 kernel ``k`` that sums down columns: one sum over one reduce axis along which
-    no buffer is contiguous, and an output axis n contiguous in the output and in every buffer that moves
-    along it (a bias gradient, a sum over positions), ``width`` (16, 8 or 4) dividing it; else None."""
+    """(n, width) for a float32 kernel ``k`` that sums down columns: one sum over one reduce axis, and an output
+    axis n contiguous in the output and in every buffer that moves along it, none of which is contiguous along
+    the reduce (a bias gradient, a sum over positions, an embedding's one-hot gradient, whose token ids are
+    read along the reduce but not along n), ``width`` (16, 8 or 4) dividing it; else None."""
     if single_sum(k) is None or (strides := axis_strides(k, k.bufs)) is None:
         return None
     (r,) = k.axes_of(AxisType.REDUCE)
-    if 1 in strides[r]:
-        return None
     for n in k.axes_of(AxisType.WEAK, AxisType.GLOBAL):
-        if all(s in (0, 1) for s in strides[n]) and strides[n].count(1) >= 2:   # the output and an input
-            width = next((w for w in (4 * VECTOR, 2 * VECTOR, VECTOR) if k.full_shape[n] % w == 0), None)
+        along_rows = any(sr == 1 for sr, sn in zip(strides[r], strides[n]) if sn != 0)
+        if all(s in (0, 1) for s in strides[n]) and strides[n].count(1) >= 2 and not along_rows:   # the output and an input
+            width = next((w for w in (16, 8, 4) if k.full_shape[n] % w == 0), None)
             if width is not None:
                 return n, width
     return None
+
+
+def output_only_axis(k, n: int) -> int | None:
+    """An output axis of ``k`` other than ``n``, divisible by ONE_HOT_ROWS, along which no input read inside the
+    sum moves: the vocabulary axis of a one-hot sum (an embedding's gradient, sum over positions of
+    (idx == v) * dx), where the loop index enters the math as a value and not as an address (a term added
+    after the sum, such as a tied head's gradient, may move along it); else None."""
+    outputs = {u.src[0] for u in k.ast.toposort() if u.op is Ops.STORE}
+    inputs = [b for b in k.bufs if b not in outputs]
+    if not inputs or (strides := axis_strides(k, inputs)) is None:
+        return None
+    (r,) = k.axes_of(AxisType.REDUCE)
+    summed = [i for i, s in enumerate(strides[r]) if s != 0]     # the inputs read inside the sum
+    return next((a for a in k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
+                 if a != n and not any(strides[a][i] for i in summed) and k.full_shape[a] % ONE_HOT_ROWS == 0), None)
 
 
 def axis_now(k, loop: UOp, axis: int) -> int:
@@ -192,8 +200,10 @@ def tiled_matmul(k):
         return None
     n, tn, m, tm = found
     k = k.copy()
-    m_loop = k.rngs[m]
-    k.apply_opt(Opt(OptOps.UPCAST, n, tn))
+    m_loop, n_loop = k.rngs[m], k.rngs[n]
+    k.apply_opt(Opt(OptOps.UPCAST, n, min(tn, 16)))          # tinygrad upcasts by at most 16 at a time
+    if tn > 16:
+        k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, n_loop, n), tn // 16))
     k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, m_loop, m), tm))
     split_over_threads(k)
     return k
@@ -201,12 +211,17 @@ def tiled_matmul(k):
 
 def vector_column_sum(k):
     """A copy of ``k`` summing ``column_axis``'s columns a vector of them at a time, so that each row's load
-    fills whole cache lines instead of one or two floats of each, split over threads; or None."""
+    fills whole cache lines instead of one or two floats of each, and ONE_HOT_ROWS rows of a one-hot sum from
+    each such load, split over threads; or None."""
     if (found := column_axis(k)) is None:
         return None
     n, width = found
+    m = output_only_axis(k, n)
     k = k.copy()
+    m_loop = k.rngs[m] if m is not None else None
     k.apply_opt(Opt(OptOps.UPCAST, n, width))
+    if m is not None:
+        k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, m_loop, m), ONE_HOT_ROWS))
     split_over_threads(k)
     return k
 
@@ -238,6 +253,7 @@ def install() -> None:
     if heuristic.hand_coded_optimizations is hand_coded_optimizations:
         return
     heuristic.hand_coded_optimizations = hand_coded_optimizations
+    vectorwidth.install()
     worker._init_worker = start_worker
     worker.terminate_worker_pool()
 

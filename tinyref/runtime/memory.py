@@ -62,19 +62,27 @@ def training_memory(config, batch_size: int, dtype: str = "float32") -> dict[str
     C = d_model, F = d_ff, H = heads, V = vocabulary, L = layers, P = parameters):
 
     weights, gradients: 4P each (float32 master copies); AdamW: 8P (m and v).
-    activations: what the backward pass reads, per layer 8BTC + 2BTF + 2BHT^2 values (ln_1 and ln_2
-    outputs; q, k, v; the attention output, c_proj's output and the residual stream; c_fc's output
-    before and after GELU; the attention scores before and after softmax), plus 2BTC (embedding sum,
-    ln_f) and 3BTV (logits, their softmax, their gradient); twice over, as the captured step keeps a
-    buffer for each of their gradients too; 4 bytes each, or the dtype's 2 with float16/bfloat16,
+    activations: what the backward pass reads, per layer 5BTC + BT(H + 2KV)hd + 2BTF + 2BHT^2 values
+    (ln_1 and ln_2 outputs; the attention output, c_proj's output and the residual stream; q, k, v with
+    KV = n_kv_heads key/value heads of hd = C/H; c_fc's output before and after the activation; the
+    attention scores before and after softmax), plus BT(H + KV)hd for rotary positions (q and k turned)
+    and 2BTF for a gated MLP (c_gate's output before and after the activation); plus 2BTC (embedding
+    sum, ln_f) and 3BTV (logits, their softmax, their gradient); twice over, as the captured step keeps
+    a buffer for each of their gradients too; 4 bytes each, or the dtype's 2 with float16/bfloat16,
     which also adds the low-precision weights and their gradients (2P each).
     Not counted: the Python process, tinygrad's compiler (a few hundred MiB while a step compiles), the data.
     """
     B, T, C, F = batch_size, config.context_length, config.d_model, config.d_ff
     H, V, L, P = config.n_heads, config.vocab_size, config.n_layers, parameter_count(config)
+    fam, hd = oracle.family(config), C // H
+    KV = fam["n_kv_heads"]
     low = dtype != "float32"
     per_value = 2 if low else 4
-    values = L * (8 * B * T * C + 2 * B * T * F + 2 * B * H * T * T) + 2 * B * T * C + 3 * B * T * V
+    attention = 5 * B * T * C + B * T * (H + 2 * KV) * hd + 2 * B * H * T * T
+    if fam["positions"] == "rope":
+        attention += B * T * (H + KV) * hd
+    mlp = (4 if fam["gated_mlp"] else 2) * B * T * F
+    values = L * (attention + mlp) + 2 * B * T * C + 3 * B * T * V
     return {"weights": 4 * P + (2 * P if low else 0), "gradients": 4 * P + (2 * P if low else 0), "AdamW": 8 * P,
             "activations": 2 * per_value * values}
 # --8<-- [end:estimate]

@@ -7,10 +7,10 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
-from ..config import GPTConfig
+from ..config import VARIANT_FIELDS, GPTConfig, describe_variant, preset_fields
 from ..model import GPTStyleTransformer
 from ..optim import make_optimizer
-from ..errors import check_seed
+from ..errors import UsageError, check_seed
 from ..runtime.devices import describe_device, select_device
 from ..runtime.memory import check_training_memory
 from .data import synthetic_batches
@@ -21,13 +21,18 @@ from .step import make_train_step
 def train_next_word_predictor(vocab_size: int = 52, context_length: int = 16, d_model: int = 32, n_heads: int = 4,
                               n_layers: int = 2, d_ff: int | None = None, batch_size: int = 8, epochs: int = 30,
                               lr: float = 5e-3, seed: int = 0, device: str | None = None, batches_per_epoch: int = 8,
-                              log=print, activation: str = "gelu_tanh", bias: bool = True):
+                              log=print, model: str = "gpt2", **variant):
     """The seed demo: learn to continue arithmetic progressions; prints its progress and returns (model, losses).
 
-    ``losses`` holds the mean training loss of every epoch. Same seed and device: same losses.
+    ``model``: the preset of the variant fields ("gpt2" or "llama"); ``variant``: GPTConfig variant fields
+    (activation, bias, positions, n_kv_heads, ...) that replace the preset's. ``losses`` holds the mean
+    training loss of every epoch. Same seed and device: same losses.
     """
+    unknown = sorted(set(variant) - set(VARIANT_FIELDS))
+    if unknown:
+        raise UsageError(f"unknown model field(s) {unknown}: the variant fields are {', '.join(VARIANT_FIELDS)}")
     cfg = GPTConfig(vocab_size=vocab_size, context_length=context_length, d_model=d_model, n_heads=n_heads,
-                    n_layers=n_layers, d_ff=d_ff, activation=activation, bias=bias)
+                    n_layers=n_layers, d_ff=d_ff, **preset_fields(model, variant))
     for name, value in (("batch_size", batch_size), ("epochs", epochs), ("batches_per_epoch", batches_per_epoch)):
         check_positive(name, value)
     check_positive("lr", lr, float)
@@ -36,12 +41,12 @@ def train_next_word_predictor(vocab_size: int = 52, context_length: int = 16, d_
     device = select_device(device)
 
     Tensor.manual_seed(seed)
-    model = GPTStyleTransformer(cfg)
-    opt = make_optimizer(model, lr=lr)
-    step = make_train_step(model, opt)
+    net = GPTStyleTransformer(cfg)
+    opt = make_optimizer(net, lr=lr)
+    step = make_train_step(net, opt)
     data = [(Tensor(x, dtype=dtypes.int32).realize(), Tensor(y, dtype=dtypes.int32).realize())
             for x, y in synthetic_batches(batches_per_epoch, batch_size, context_length, vocab_size, seed)]
-    n_scalars, n_tensors = model.num_parameters(), len(get_state_dict(model))
+    n_scalars, n_tensors = net.num_parameters(), len(get_state_dict(net))
 
     log("=" * 64)
     log("GPT-style transformer: next-word prediction on synthetic sequences")
@@ -52,6 +57,8 @@ def train_next_word_predictor(vocab_size: int = 52, context_length: int = 16, d_
     log(f"Number of layers: {n_layers}")
     log(f"Number of heads: {n_heads}")
     log(f"Feed-forward width: {cfg.d_ff}")
+    if describe_variant(cfg):
+        log(f"Architecture ({model} preset and flags): {describe_variant(cfg)}")
     log(f"Input shape: {data[0][0].shape}")
     log(f"Target shape: {data[0][1].shape}")
     log(f"Total parameters to learn: {n_scalars:,} ({n_tensors} tensors)")
@@ -75,4 +82,4 @@ def train_next_word_predictor(vocab_size: int = 52, context_length: int = 16, d_
     log(f"Final loss: {losses[-1]:.4f} (first epoch {losses[0]:.4f}; {losses[-1] / losses[0]:.0%} of it)")
     log(f"Time per epoch after warm-up: {1000 * float(np.median(steady)):.1f} ms "
         f"({1000 * float(np.median(steady)) / batches_per_epoch:.2f} ms per step)")
-    return model, losses
+    return net, losses

@@ -12,7 +12,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tqdm import tqdm
 
-from ..config import GPTConfig
+from ..config import describe_variant
 from ..errors import DeviceError, TrainingError, UsageError
 from ..loss import cross_entropy
 from ..model import GPTStyleTransformer
@@ -21,7 +21,7 @@ from ..runtime.devices import describe_device, dtype_support, select_device
 from ..runtime.memory import check_training_memory, is_out_of_memory, peak_resident_mib
 from .checkpoint import load_checkpoint, load_config, save_checkpoint
 from .data import BatchSampler, check_data_file, split_tokens, text_pieces, tokenize_to_file, validation_windows
-from .options import TRAIN_DEFAULTS, TrainOptions, resolve_options
+from .options import TRAIN_DEFAULTS, TrainOptions, model_config, resolve_options
 from .runs import (CHECKPOINT_DIR, METRICS_FILE, RunLock, checkpoint_dir, load_train_state, plot_metrics, prepare_out,
                    read_metrics)
 from .step import TrainStep
@@ -121,8 +121,7 @@ def _train(opts: TrainOptions, log, progress: bool, lock: RunLock, kept: KeptChe
         tokenizer = train_tokenizer(o.tokenizer, pieces, o.vocab_size if o.tokenizer in SIZED else None)
         if o.tokenizer not in SIZED:
             o.vocab_size = tokenizer.vocab_size
-        config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=o.context_length, d_model=o.d_model,
-                           n_heads=o.n_heads, n_layers=o.n_layers, d_ff=o.d_ff, activation=o.activation, bias=o.bias)
+        config = model_config(o, tokenizer.vocab_size)
         start = 0
     memory = check_training_memory(config, o.batch_size, o.dtype)      # before anything is built
     if ckpt_in:
@@ -168,6 +167,8 @@ def _train(opts: TrainOptions, log, progress: bool, lock: RunLock, kept: KeptChe
             "100 characters or with a character the tokenizer never saw")
     log(f"Model: {model.num_parameters():,} parameters, d_model {o.d_model}, {o.n_layers} layers, {o.n_heads} heads, "
         f"context {o.context_length}; memory: {memory}")
+    if describe_variant(config):
+        log(f"Architecture ({o.model} preset and flags): {describe_variant(config)}")
     log(f"Steps {start} -> {o.steps}: batch {o.batch_size} x {o.accum_steps} micro-batches = {tokens_per_step:,} "
         f"tokens/step, lr {o.lr:g} ({o.lr_schedule}, warm-up {o.warmup_steps}, min {o.min_lr:g}), "
         f"weight decay {o.weight_decay:g}, clip {o.grad_clip:g}")

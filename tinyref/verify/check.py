@@ -18,6 +18,7 @@ from tinygrad.nn.state import get_state_dict
 import oracle
 
 from ..config import GPTConfig
+from ..runtime import kernelopts
 from ..runtime.devices import DTYPES, captured_stderr, dtype_support, failure_reason, normalize_device, probe_device, use_device
 from .golden import PRESETS
 from ..loss import cross_entropy
@@ -36,8 +37,12 @@ class CheckCase:
 
 
 # --8<-- [start:cases]
-# One layer, four heads, T < context_length (unused wpe rows must get zero gradient), d_ff != 4C.
-CHECK_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_heads=4, n_layers=1, d_ff=24), 2, 6)
+# One layer, four heads, T < context_length (unused wpe rows must get zero gradient), d_ff != 4C. The MLP is
+# wide enough, and the doubled batch (2B x T = 256 rows) long enough, for the kernels that tinyref's CPU kernel
+# optimisations (tinyref.runtime.kernelopts) rewrite in training to be rewritten here too: its register tile
+# (the backward's products), its dot-product block (the MLP's second forward product, a sum of 256) and its
+# column sum (the MLP's bias gradient, 256 columns) each take some kernels of this case.
+CHECK_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=16, d_model=16, n_heads=4, n_layers=1, d_ff=256), 16, 8)
 # PYTHON emulates every kernel in Python: the same structure at the smallest sizes that keep it.
 EMULATOR_CASE = CheckCase(GPTConfig(vocab_size=5, context_length=4, d_model=4, n_heads=2, n_layers=1, d_ff=6), 1, 3)
 # Thorough mode adds the suite's two-layer shape (several layers, tied head) on every device.
@@ -190,6 +195,13 @@ class CheckRow:
     ok: bool | None = None
     reason: str | None = None
     model: str = "gpt2"
+    kernel_opts: str | None = None   # the CPU kernel optimisations in force where it ran: kernelopts.RULE or "tinygrad"
+
+
+def kernel_opts() -> str:
+    """The choice of CPU kernel optimisations in force in this process: tinyref's rule (``kernelopts.RULE``), as
+    in train and bench, or ``"tinygrad"``'s own heuristic."""
+    return kernelopts.RULE if kernelopts.installed() else "tinygrad"
 
 
 def row_from(result: CaseResult) -> CheckRow:
@@ -200,7 +212,7 @@ def row_from(result: CaseResult) -> CheckRow:
         problems.insert(0, f"causal mask leaks: a logit before position {result.inputs.split} moved by "
                            f"{result.causal_leak():.3g} when only later tokens changed")
     return CheckRow(result.device, result.dtype, max(result.errors("logits"), result.errors("loss")), result.errors("grad"),
-                    causal_ok, round(result.seconds, 2), not problems, "; ".join(problems) or None)
+                    causal_ok, round(result.seconds, 2), not problems, "; ".join(problems) or None, kernel_opts=kernel_opts())
 
 
 def check_one(device: str, dtype: str, seed: int = 0, model: str = "gpt2") -> CheckRow:
@@ -216,4 +228,5 @@ def check_one(device: str, dtype: str, seed: int = 0, model: str = "gpt2") -> Ch
             return replace(row_from(run_case(device, dtype, case, seed=seed)), model=model)
         except Exception as e:  # noqa: BLE001 - a device that crashes on the model disagrees; say how
             return CheckRow(device, dtype, seconds=round(time.perf_counter() - t0, 2), ok=False,
-                            reason=f"crashed: {failure_reason(e, compiler_error())}"[:400], model=model)
+                            reason=f"crashed: {failure_reason(e, compiler_error())}"[:400], model=model,
+                            kernel_opts=kernel_opts())

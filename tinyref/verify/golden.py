@@ -160,7 +160,9 @@ def manifest(cases: dict, files: dict, seed: int) -> dict:
         "generator": "tinyref's float64 NumPy oracle (package 'oracle'), oracle.init_params weights rounded to float32 values",
         "seed": seed,
         "layout": ("tinyref state-dict keys; linear weights (out, in); Hugging Face GPT-2 Conv1D weights are the "
-                   "transpose (tinyref.verify.hf); tied models have no lm_head.weight (the head is wte.weight)"),
+                   "transpose (tinyref.verify.hf); tied models have no lm_head.weight (the head is wte.weight); "
+                   "rotary models (positions 'rope') have no wpe.weight; c_attn.weight is ((n_heads + 2 n_kv_heads) "
+                   "* head size, d_model), rows [q | k | v]; gated MLPs add mlp.c_gate.weight (d_ff, d_model)"),
         "tensors": {
             "inputs.idx, inputs.targets": "int64 (B, T) token ids and next-token targets",
             "params.<key>": "float64 weights",
