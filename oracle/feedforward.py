@@ -48,9 +48,7 @@ def gelu_erf_backward(dout, cache):
 
 # --8<-- [start:silu]
 def silu_forward(x, p=None):
-    s = np.exp(-x)
-    s += 1.0
-    np.reciprocal(s, out=s)                      # F1: sigmoid(x) = 1 / (1 + exp(-x)), built in one array
+    s = 1.0 / (1.0 + np.exp(-x))                 # F1: sigmoid(x)
     out = x * s                                  # F2
     return out, (out, s)                         # out, not x: a gated MLP keeps out anyway, so x can go
 
