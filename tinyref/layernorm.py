@@ -32,7 +32,9 @@ class RMSNorm:
 
     def __call__(self, x: Tensor) -> Tensor:
         ms = (x * x).mean(axis=-1, keepdim=True)                  # (B, T, 1)
-        return x * (ms + self.eps).rsqrt() * self.weight          # (B, T, C)
+        # stored: it feeds two or three matmuls (q, k, v's or the gate's and the up projection's), forward and
+        # backward, that would each recompute it per output column (the math is unchanged)
+        return (x * (ms + self.eps).rsqrt() * self.weight).contiguous()   # (B, T, C)
 # --8<-- [end:rmsnorm]
 
 
