@@ -39,6 +39,10 @@ def gpt_backward(dlogits, cache):
     """dlogits (B, T, V) -> a gradient for every parameter key, shaped like the parameter. Consumes
     ``cache`` (the blocks' activations are released as the gradient passes them, as autograd frees what
     it saved), so a second backward needs a second forward."""
+    if cache.get("used"):
+        raise ValueError("gpt_backward has already used this cache (it frees the activations as it goes): "
+                         "run gpt_forward again for a second backward")
+    cache["used"] = True
     xf, head, head_key = cache["xf"], cache["head"], cache["head_key"]
     V, C = head.shape
     dxf = dlogits @ head                                               # from F4, w.r.t. xf

@@ -229,3 +229,17 @@ def test_key_bias_gets_no_gradient(seed):
     for i in range(cfg.n_layers):
         g = grads[f"h.{i}.attn.c_attn.bias"]
         assert np.abs(g[C:2 * C]).max() < KEY_BIAS_GRADIENT_ZERO * np.abs(g).max(), "key bias gradient should vanish"
+
+
+def test_a_second_backward_on_one_cache_is_a_clear_error_not_wrong_gradients():
+    """gpt_backward frees each block's activations as it passes them (as autograd does): reusing the cache
+    must say so, never return gradients computed from a half-emptied cache."""
+    rng = np.random.default_rng(0)
+    params = oracle.init_params(TIED, rng)
+    idx, _ = random_inputs(rng, TIED, *TIED_BT)
+    logits, cache = oracle.gpt_forward(idx, params, TIED)
+    first = oracle.gpt_backward(np.ones_like(logits), cache)
+    with pytest.raises(ValueError, match="run gpt_forward again"):
+        oracle.gpt_backward(np.ones_like(logits), cache)
+    again = oracle.gpt_backward(np.ones_like(logits), oracle.gpt_forward(idx, params, TIED)[1])
+    assert all(np.array_equal(first[k], again[k]) for k in first)

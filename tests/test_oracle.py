@@ -61,3 +61,4 @@ def test_the_exact_gelu_variant_also_computes_in_the_dtype_it_is_given():
     grads = oracle.gpt_backward(np.ones_like(logits), cache)
     assert logits.dtype == np.float32 and {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
     assert set(grads) == set(params) and not [k for k in grads if k.endswith(".bias")]
+
