@@ -9,7 +9,7 @@ mkdir -p "$out"
 py=.venv/bin/python
 $py -m tinyref bench --config all --compare --json > "$out/bench.json"
 $py -m tinyref bench --config all --profile --json > "$out/bench-profile.json"
-$py -m tinyref check --device all --dtype float32 bfloat16 float16 --model gpt2 nanogpt --json > "$out/check.json" || true   # a disagreement is a figure too
+$py -m tinyref check --device all --dtype float32 bfloat16 float16 --model gpt2 nanogpt llama --json > "$out/check.json" || true   # a disagreement is a figure too
 $py -m tinyref bench --oracle-gpt2 --runs 3 --json > "$out/oracle-gpt2.json"
 $py -m tinyref bench --oracle-smollm --runs 3 --json > "$out/oracle-smollm.json"
 $py -m tinyref.bench.report
