@@ -30,7 +30,7 @@ def decode_step(token, params, cfg, cache):
     """Token ``token`` at position t = the cache's length -> next-token logits (V,); appends to ``cache``."""
     t, C, H = cache[0]["k"].shape[1], cfg.d_model, cfg.n_heads
     hd, opts, eps = C // H, block_options(cfg), cfg.layer_norm_eps
-    KV, norm = family(cfg)["n_kv_heads"], family(cfg)["norm"]
+    KV, norm = opts["n_kv_heads"], opts["norm"]
     x = params["wte.weight"][token]                                                    # (C,)
     if opts["rope"] is None:
         x = x + params["wpe.weight"][t]                                                # learned positions
