@@ -10,7 +10,7 @@ PACKAGE = ROOT / "tinyref"
 
 # the model: one file per component, mirrored name for name by oracle/ (config has no oracle twin:
 # the oracle takes any object with the config's attributes)
-COMPONENTS = ("embedding", "rope", "layernorm", "attention", "feedforward", "block", "model", "loss", "optim")
+COMPONENTS = ("embedding", "linear", "rope", "layernorm", "attention", "feedforward", "block", "model", "loss", "optim")
 TOP_LEVEL = {"__init__", "__main__", "config", "errors", *COMPONENTS}
 
 # what each layer may import from tinyref (the model layer "" is everything at the top level)

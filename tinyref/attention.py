@@ -6,6 +6,7 @@ import math
 
 from tinygrad import Tensor, nn
 
+from .linear import stored_gradient
 from .rope import RotaryPositionalEmbedding
 
 
@@ -34,7 +35,7 @@ class MultiHeadSelfAttention:
         """q (B, H, T, hd) and the n_kv_heads keys and values (B, KV, T, hd), q and k rotated when rotary."""
         B, T, C = x.shape
         H, KV, hd = self.n_heads, self.n_kv_heads, C // self.n_heads
-        q, k, v = self.c_attn(x).contiguous_backward().split([H * hd, KV * hd, KV * hd], dim=2)
+        q, k, v = stored_gradient(self.c_attn(x)).split([H * hd, KV * hd, KV * hd], dim=2)
         # head h owns columns h*hd:(h+1)*hd. contiguous_backward(): store the gradient rather than recompute it
         # inside every matmul that reads it (the math is unchanged)
         q, k, v = [t.reshape(B, T, -1, hd).transpose(1, 2) for t in (q, k, v)]   # (B, H, T, hd), (B, KV, T, hd) x 2

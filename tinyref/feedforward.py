@@ -3,6 +3,8 @@ import math
 
 from tinygrad import Tensor, nn
 
+from .linear import stored_gradient
+
 # --8<-- [start:feedforward]
 GELU_2C = 2 * math.sqrt(2 / math.pi)
 
@@ -26,7 +28,7 @@ def gelu_exact(x: Tensor) -> Tensor:
 
 def silu(x: Tensor) -> Tensor:
     """x * sigmoid(x), the Llama family's gate activation (SwiGLU = SiLU + a gated MLP)."""
-    return x * x.sigmoid()
+    return x * x.sigmoid().contiguous()
 
 
 ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu": gelu_exact, "silu": silu}   # GPTConfig.activation -> the function
@@ -46,9 +48,9 @@ class PositionWiseFeedForward:
 
     def hidden(self, x: Tensor) -> Tensor:
         """(B, T, F): act(c_fc(x)), or act(c_gate(x)) * c_fc(x) when gated."""
-        up = self.c_fc(x).contiguous_backward()
+        up = stored_gradient(self.c_fc(x))
         if self.gated:
-            return self.act(self.c_gate(x).contiguous_backward()) * up
+            return self.act(stored_gradient(self.c_gate(x.contiguous_backward()))) * up
         return self.act(up)
 
     def __call__(self, x: Tensor) -> Tensor:

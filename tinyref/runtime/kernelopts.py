@@ -9,7 +9,7 @@ pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous alo
 output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
 in the CPU's vector registers, and split the rest over the CPU threads. A matmul whose operands are
 both contiguous along the sum (a linear layer's forward ``x @ w.T``) gets, while the sum is of middling
-length, the block of dot products BEAM finds for it; a sum down columns (a bias gradient, an embedding's
+length, a block of dot products sized to the vector registers; a sum down columns (a bias gradient, an embedding's
 one-hot gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU
 other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
 CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into 8-lane vectors,
@@ -28,17 +28,22 @@ from tinygrad.uop.ops import AxisType, Ops, UOp
 from . import vectorwidth
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-rows"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-rows-dot16x8"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
 # its cold first step took 6.0 instead of 7.3 s, at 1.58 instead of 1.62 ms a step (2^17: 5.2 s but
 # 1.76 ms; 2^18: 4.4 s but 2.46 ms; no opts at all, NOOPT=1: 2.6 s but 6.9 ms).
 SMALL_KERNEL = 1 << 16
-# The dot-product block reads 16 rows of B and 4 of A, K floats each, at every output block: with K up to 256
-# they stay in a 32 KB L1 data cache (the smallest on AVX2 CPUs); below 64 the block's 64 final horizontal sums
+# The dot-product block, by the CPU's vector registers: (rows of A, rows of B, longest reduce). With 32 registers
+# (AVX-512), 16 x 8 dot products with the reduce unrolled by 4; one thread, on this AVX-512 Xeon: 62-68 GFLOP/s at
+# the S-L layers' x @ w.T (K 128-256), 53 at K = 1024, where 4 x 16 (BEAM's choice on a 16-register AVX2 CPU) ran
+# at 33-38 and tinygrad's own 4 x 4 at 35. 16 x 8 reads 24 rows of K floats per block, which stay in a 48 KB L1
+# data cache up to K = 256 and in L2 beyond, still well ahead of the alternatives up to K = 1024. With 16 registers,
+# the 4 x 16 block, whose 20 rows stay in a 32 KB L1 up to K = 256. Below K = 64 the block's final horizontal sums
 # cost more than the reduce they end.
-DOT_REDUCE = (64, 256)
+DOT_BLOCKS = {32: (16, 8, 1024), 16: (4, 16, 256)}
+DOT_MIN_REDUCE = 64
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
 # 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
@@ -114,20 +119,26 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
     return None
 
 
+def dot_block() -> tuple[int, int, int]:
+    """(rows of A, rows of B, longest reduce) of the dot-product block for this CPU's vector registers."""
+    return DOT_BLOCKS[vector_registers()]
+
+
 def dot_axes(k) -> tuple[int, int] | None:
     """(m, n) for a float32 matmul kernel ``k`` whose operands are both contiguous along the reduce axis (a
-    dot product per output, as in a linear layer's forward ``x @ w.T``), when 4 rows of A and 16 of B divide
-    the axes m and n they move along (n: contiguous in the output) and 4 divides the reduce; else None."""
+    dot product per output, as in a linear layer's forward ``x @ w.T``), when the block's rows of A and of B
+    divide the axes m and n they move along (n: contiguous in the output) and 4 divides the reduce; else None."""
     if (strides := matmul_strides(k)) is None:
         return None
     (r,) = k.axes_of(AxisType.REDUCE)
-    if strides[r] != [1, 1, 0] or k.full_shape[r] % 4 or not DOT_REDUCE[0] <= k.full_shape[r] <= DOT_REDUCE[1]:
+    rows_a, rows_b, longest = dot_block()
+    if strides[r] != [1, 1, 0] or k.full_shape[r] % 4 or not DOT_MIN_REDUCE <= k.full_shape[r] <= longest:
         return None
     axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
     for b in (0, 1):
         for n in (a for a in axes if strides[a][b] != 0 and strides[a][1 - b] == 0 and strides[a][2] == 1):
             for m in (a for a in axes if strides[a][b] == 0 and strides[a][1 - b] != 0 and strides[a][2] != 0):
-                if k.full_shape[n] % 16 == 0 and k.full_shape[m] % 4 == 0:
+                if k.full_shape[n] % rows_b == 0 and k.full_shape[m] % rows_a == 0:
                     return m, n
     return None
 
@@ -179,16 +190,17 @@ def split_over_threads(k) -> None:
 
 
 def dot_tiled_matmul(k):
-    """A copy of ``k`` computing a 4 x 16 block of dot products at once with the reduce unrolled by 4 (the
-    opts BEAM finds for these kernels), split over threads; or None (not a dot-product matmul)."""
+    """A copy of ``k`` computing a block of dot products at once (``dot_block``) with the reduce unrolled by 4,
+    split over threads; or None (not a dot-product matmul)."""
     if (found := dot_axes(k)) is None:
         return None
     m, n = found
+    rows_a, rows_b, _ = dot_block()
     k = k.copy()
     n_loop = k.rngs[n]
-    k.apply_opt(Opt(OptOps.UPCAST, m, 4))
-    for _ in range(2):   # 16 as BEAM has it: two upcasts of 4
-        k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, n_loop, n), 4))
+    k.apply_opt(Opt(OptOps.UPCAST, m, rows_a))
+    for part in (4, rows_b // 4) if rows_b > 8 else (rows_b,):   # 16 as BEAM has it: two upcasts of 4
+        k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, n_loop, n), part))
     split_over_threads(k)
     k.apply_opt(Opt(OptOps.UNROLL, 0, 4))
     return k
