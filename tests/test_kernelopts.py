@@ -1,6 +1,7 @@
 """tinyref.runtime.kernelopts: the register tile goes to the matmuls whose operand streams rows (the
 backward's two products of a linear layer), a block of dot products to a forward product whose reduce
-fits the rule, 16 columns at a time to a sum down columns, tinygrad's own choice to every other kernel,
+fits the rule, 16 columns at a time to a sum down columns, 8-lane vectors to a float32 elementwise kernel,
+tinygrad's own choice to every other kernel,
 and the numbers do not change: each result agrees with NumPy's float64 one.
 
 Kernels are compiled in this process (PARALLEL=0), at shapes no other test uses, so the choice of
@@ -145,6 +146,38 @@ def test_tiles_fit_the_registers():
                 assert n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers
     (m16, n16), (m32, n32) = kernelopts.tiles(16, 8)[0], kernelopts.tiles(32, 8)[0]
     assert m16 * n16 < m32 * n32
+
+
+def elementwise_opts(monkeypatch, make):
+    """Realize ``make()`` (one elementwise kernel) compiling in this process; its result and opts."""
+    chosen = []
+
+    def recording(k):
+        chosen.append(opts := kernelopts.hand_coded_optimizations(k))
+        return opts
+    monkeypatch.setattr(kernelopts.heuristic, "hand_coded_optimizations", recording)
+    with Context(PARALLEL=0, CCACHE=0):
+        out = make().numpy()
+    assert len(chosen) == 1, f"expected one kernel, compiled {len(chosen)}"
+    return out, [(o.op, o.arg) for o in chosen[0].applied_opts if o.op is OptOps.UPCAST]
+
+
+@pytest.mark.skipif(kernelopts.vector_width() < 8, reason="8-lane float32 stores are not in use here")
+def test_a_float32_elementwise_kernel_computes_in_8_lane_vectors_and_agrees(monkeypatch):
+    """tinygrad upcasts an elementwise kernel by 4; a float32 one gets 8, the same math."""
+    x = np.random.default_rng(5).standard_normal((256, 512)).astype(np.float32)
+    out, upcasts = elementwise_opts(monkeypatch, lambda: (Tensor(x) * 1.5).sigmoid())
+    assert upcasts == [(OptOps.UPCAST, 8)], upcasts
+    expected = 1 / (1 + np.exp(-1.5 * x.astype(np.float64)))
+    assert (m := compare("sigmoid(1.5 x)", out, expected, FLOAT32)) is None, m
+
+
+def test_an_integer_elementwise_kernel_keeps_tinygrads_choice(monkeypatch):
+    """Negative control: the widening is for float32 stores only; an int32 kernel keeps tinygrad's upcast of 4."""
+    a = np.arange(256 * 512, dtype=np.int32).reshape(256, 512)
+    out, upcasts = elementwise_opts(monkeypatch, lambda: Tensor(a) * 3 + 1)
+    assert upcasts == [(OptOps.UPCAST, 4)], upcasts
+    assert (out == a * 3 + 1).all()
 
 
 def test_a_small_kernel_gets_no_opts_and_agrees(monkeypatch):

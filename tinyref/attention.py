@@ -18,6 +18,16 @@ def causal_mask(T: int, device=None) -> Tensor:
 # --8<-- [end:causal_mask]
 
 
+# --8<-- [start:stored_softmax]
+def stored_softmax(x: Tensor) -> Tensor:
+    """softmax over the last axis, as Tensor.softmax computes it, with exp(x - max) and the result each stored once:
+    left lazy, the exponentials are recomputed by the sum, by the division and twice more by the backward.
+    The max only shifts x (softmax(x - c) = softmax(x)), so no gradient flows through it."""
+    e = (x - x.max(-1, keepdim=True).detach()).exp().contiguous()   # (..., T)
+    return (e / e.sum(-1, keepdim=True)).contiguous()             # (..., T)
+# --8<-- [end:stored_softmax]
+
+
 # --8<-- [start:attention]
 class MultiHeadSelfAttention:
     """softmax(q k^T / sqrt(hd) + mask) v for each of n_heads heads, concatenated and projected.
@@ -55,7 +65,7 @@ class MultiHeadSelfAttention:
         q, k, v = [t.contiguous_backward() for t in (q, self.repeat_kv(k), self.repeat_kv(v))]   # (B, H, T, hd)
         T, hd = q.shape[2], q.shape[3]
         scores = (q @ k.transpose(-2, -1) * (1.0 / math.sqrt(hd))).contiguous_backward()    # (B, H, T, T)
-        att = (scores + causal_mask(T, scores.device)).softmax(-1).contiguous()    # (B, H, T, T), 0 above the diagonal
+        att = stored_softmax(scores + causal_mask(T, scores.device))    # (B, H, T, T), 0 above the diagonal
         return att, v
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from tinygrad.uop.ops import AxisType, Ops, UOp
 from . import vectorwidth
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-rows-dot16x8"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-rows-dot16x8-wide-elementwise"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -238,15 +238,33 @@ def vector_column_sum(k):
     return k
 
 
+def wide_elementwise(k, chosen):
+    """For a float32 elementwise kernel ``k`` (no reduce) to which tinygrad's choice ``chosen`` gives one upcast,
+    of 4, a copy of ``k`` with the same opts but that upcast 8, so that its math (GELU's and softmax's exp, a
+    division) runs in 8-lane vectors where stores fold 8 floats; else ``chosen``. At L's step, one thread: its
+    elementwise kernels took 78 instead of 100 ms."""
+    upcasts = [o for o in chosen.applied_opts if o.op is OptOps.UPCAST]
+    stores = [u for u in k.ast.toposort() if u.op is Ops.STORE]
+    if (vector_width() < 8 or k.reduceop is not None or len(upcasts) != 1 or upcasts[0].arg != 4
+            or any(s.src[0].dtype != dtypes.float for s in stores)):
+        return chosen
+    wide = k.copy()
+    for o in chosen.applied_opts:
+        wide.apply_opt(Opt(o.op, o.axis, 8) if o is upcasts[0] else o)
+    return wide
+
+
 def hand_coded_optimizations(k):
     """tinygrad's heuristic, except on CPUs: no opts for a small kernel, and on x86-64 the register tile
-    for a streaming float32 matmul, the dot-product block for a forward one, vectors for a column sum."""
+    for a streaming float32 matmul, the dot-product block for a forward one, vectors for a column sum,
+    8-lane vectors for an elementwise kernel."""
     if k.ren.target.device == "CPU" and prod(k.full_shape) < SMALL_KERNEL:
         return k
     if vector_registers() and k.ren.has_threads and k.ren.target.device == "CPU":
         try:
             if (tiled := tiled_matmul(k) or dot_tiled_matmul(k) or vector_column_sum(k)) is not None:
                 return tiled
+            return wide_elementwise(k, TINYGRAD_CHOICE(k.copy()))
         except KernelOptError:   # an opt tinygrad refuses for this kernel: its own choice instead
             pass
     return TINYGRAD_CHOICE(k)
