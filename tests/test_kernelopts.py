@@ -148,6 +148,19 @@ def test_tiles_fit_the_registers():
     assert m16 * n16 < m32 * n32
 
 
+def test_a_weight_gradient_walks_the_narrower_operand_in_its_inner_loop_and_agrees(monkeypatch):
+    """dy.T @ x with x 8x wider than dy: the tile's inner loop is swapped onto dy's columns (so each column panel
+    of x is read once per sweep of dy), and the product is unchanged."""
+    rng = np.random.default_rng(6)
+    dy, x = rng.standard_normal((128, 32)).astype(np.float32), rng.standard_normal((128, 256)).astype(np.float32)
+    swapped = []
+    swap = kernelopts.swap_loops
+    monkeypatch.setattr(kernelopts, "swap_loops", lambda k, a, b: (swapped.append(k.full_shape[:]), swap(k, a, b)))
+    out, opts = compiled_opts(monkeypatch, lambda: Tensor(dy).T @ Tensor(x))
+    assert tiled(opts) and swapped == [[32, 256, 128]], (opts, swapped)
+    assert (m := compare("dy.T @ x", out, dy.T.astype(np.float64) @ x.astype(np.float64), FLOAT32)) is None, m
+
+
 def elementwise_opts(monkeypatch, make):
     """Realize ``make()`` (one elementwise kernel) compiling in this process; its result and opts."""
     chosen = []

@@ -1,13 +1,13 @@
-"""The linear layer y = x W^T + b and its output gradient stored in padded rows (tinyref.linear.stored_gradient):
-oracle vs finite differences; tinyref vs oracle at a power-of-two width (the case the padding is for) and an odd
-one; a negative control where the padded rows are read at the wrong offset."""
+"""The linear layer y = x W^T + b, with its output gradient (tinyref.linear.stored_gradient) or its input
+(stored_padded) stored in padded rows: oracle vs finite differences; tinyref vs oracle at a power-of-two width (the
+case the padding is for) and an odd one; a negative control where the padded rows are read at the wrong offset."""
 import numpy as np
 import pytest
 from tinygrad import nn
 
 import oracle
 from helpers import assert_no_mismatch, component_mismatches, oracle_component_fd
-from tinyref.linear import ROW_PAD, stored_gradient
+from tinyref.linear import ROW_PAD, stored_gradient, stored_padded
 
 
 class LinearStored(nn.Linear):
@@ -19,6 +19,13 @@ class LinearStored(nn.Linear):
 
     def __call__(self, x):
         return self.store(super().__call__(x))
+
+
+class LinearPaddedInput(nn.Linear):
+    """nn.Linear reading its input through tinyref's stored_padded (as c_proj reads the MLP's hidden layer)."""
+
+    def __call__(self, x):
+        return super().__call__(stored_padded(x))
 
 
 def linear_params(rng, n_in, n_out, bias=True):
@@ -41,6 +48,15 @@ def test_tinyref_linear_with_its_gradient_stored_matches_oracle(n_in, n_out, bia
     x, dout = rng.standard_normal((2, 8, n_in)), rng.standard_normal((2, 8, n_out))
     assert_no_mismatch(component_mismatches(LinearStored(n_in, n_out, bias), oracle.linear_forward,
                                             oracle.linear_backward, linear_params(rng, n_in, n_out, bias), x, dout))
+
+
+@pytest.mark.parametrize("n_in, n_out", [(512, 32), (40, 24)])
+def test_tinyref_linear_reading_a_padded_input_matches_oracle(n_in, n_out):
+    """Output, dx, dW and db with the input stored in padded rows: the same values."""
+    rng = np.random.default_rng(2)
+    x, dout = rng.standard_normal((2, 8, n_in)), rng.standard_normal((2, 8, n_out))
+    assert_no_mismatch(component_mismatches(LinearPaddedInput(n_in, n_out), oracle.linear_forward,
+                                            oracle.linear_backward, linear_params(rng, n_in, n_out), x, dout))
 
 
 def test_the_agreement_check_catches_padding_read_at_the_wrong_offset():

@@ -3,7 +3,7 @@ import math
 
 from tinygrad import Tensor, nn
 
-from .linear import stored_gradient
+from .linear import stored_gradient, stored_padded
 
 # --8<-- [start:feedforward]
 GELU_2C = 2 * math.sqrt(2 / math.pi)
@@ -58,6 +58,6 @@ class PositionWiseFeedForward:
         # expansions' outputs instead of recomputing them inside each matmul that reads them (h's gradient stored
         # alone keeps the activation's derivative out of c_proj's input-gradient matmul, which can then use
         # register tiles)
-        h = self.hidden(x).contiguous().contiguous_backward()
+        h = stored_padded(self.hidden(x))
         return self.c_proj(h)                                 # (B, T, C)
 # --8<-- [end:feedforward]

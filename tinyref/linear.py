@@ -15,3 +15,12 @@ def stored_gradient(y: Tensor) -> Tensor:
     n = y.shape[-1]
     return y.pad(((0, 0),) * (y.ndim - 1) + ((0, ROW_PAD),)).contiguous_backward()[..., :n]
 # --8<-- [end:stored_gradient]
+
+
+# --8<-- [start:stored_padded]
+def stored_padded(h: Tensor) -> Tensor:
+    """``h`` stored in rows of ``ROW_PAD`` more floats than it has, and its gradient stored as it is: the weight
+    gradient dy^T h of the layer that reads h walks column panels of h down all B*T rows, as above."""
+    n = h.shape[-1]
+    return h.pad(((0, 0),) * (h.ndim - 1) + ((0, ROW_PAD),)).contiguous()[..., :n].contiguous_backward()
+# --8<-- [end:stored_padded]
