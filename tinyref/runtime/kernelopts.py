@@ -29,22 +29,22 @@ from . import vectorwidth
 from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-rows-dot16x8-wide-elementwise-swap"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-rows-dot16x8-k32-wide-elementwise-swap"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
 # its cold first step took 6.0 instead of 7.3 s, at 1.58 instead of 1.62 ms a step (2^17: 5.2 s but
 # 1.76 ms; 2^18: 4.4 s but 2.46 ms; no opts at all, NOOPT=1: 2.6 s but 6.9 ms).
 SMALL_KERNEL = 1 << 16
-# The dot-product block, by the CPU's vector registers: (rows of A, rows of B, longest reduce). With 32 registers
-# (AVX-512), 16 x 8 dot products with the reduce unrolled by 4; one thread, on this AVX-512 Xeon: 62-68 GFLOP/s at
-# the S-L layers' x @ w.T (K 128-256), 53 at K = 1024, where 4 x 16 (BEAM's choice on a 16-register AVX2 CPU) ran
-# at 33-38 and tinygrad's own 4 x 4 at 35. 16 x 8 reads 24 rows of K floats per block, which stay in a 48 KB L1
-# data cache up to K = 256 and in L2 beyond, still well ahead of the alternatives up to K = 1024. With 16 registers,
-# the 4 x 16 block, whose 20 rows stay in a 32 KB L1 up to K = 256. Below K = 64 the block's final horizontal sums
-# cost more than the reduce they end.
-DOT_BLOCKS = {32: (16, 8, 1024), 16: (4, 16, 256)}
-DOT_MIN_REDUCE = 64
+# The dot-product block, by the CPU's vector registers: (rows of A, rows of B, shortest and longest reduce). With 32
+# registers (AVX-512), 16 x 8 dot products with the reduce unrolled by 4; one thread, on an AVX-512 Xeon: 62-68
+# GFLOP/s at the S-L layers' x @ w.T (K 128-256), 53 at K = 1024, where 4 x 16 (BEAM's choice on a 16-register AVX2
+# CPU) ran at 33-38 and tinygrad's own 4 x 4 at 35. 16 x 8 reads 24 rows of K floats per block, which stay in a
+# 48 KB L1 data cache up to K = 256 and in L2 beyond, still well ahead of the alternatives up to K = 1024; at an
+# attention head's K = 32 (q k^T and its gradient dy v^T) it took L's 12 such products from 35 to 27 ms. With 16
+# registers, the 4 x 16 block, whose 20 rows stay in a 32 KB L1 up to K = 256; below K = 64 its 64 final horizontal
+# sums cost more than the reduce they end.
+DOT_BLOCKS = {32: (16, 8, 32, 1024), 16: (4, 16, 64, 256)}
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
 # 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
@@ -78,8 +78,8 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
     return None
 
 
-def dot_block() -> tuple[int, int, int]:
-    """(rows of A, rows of B, longest reduce) of the dot-product block for this CPU's vector registers."""
+def dot_block() -> tuple[int, int, int, int]:
+    """(rows of A, rows of B, shortest and longest reduce) of the dot-product block for this CPU's vector registers."""
     return DOT_BLOCKS[vector_registers()]
 
 
@@ -90,8 +90,8 @@ def dot_axes(k) -> tuple[int, int] | None:
     if (strides := matmul_strides(k)) is None:
         return None
     (r,) = k.axes_of(AxisType.REDUCE)
-    rows_a, rows_b, longest = dot_block()
-    if strides[r] != [1, 1, 0] or k.full_shape[r] % 4 or not DOT_MIN_REDUCE <= k.full_shape[r] <= longest:
+    rows_a, rows_b, shortest, longest = dot_block()
+    if strides[r] != [1, 1, 0] or k.full_shape[r] % 4 or not shortest <= k.full_shape[r] <= longest:
         return None
     axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
     for b in (0, 1):
@@ -149,7 +149,7 @@ def dot_tiled_matmul(k):
     if (found := dot_axes(k)) is None:
         return None
     m, n = found
-    rows_a, rows_b, _ = dot_block()
+    rows_a, rows_b, _, _ = dot_block()
     k = k.copy()
     n_loop = k.rngs[n]
     k.apply_opt(Opt(OptOps.UPCAST, m, rows_a))
