@@ -63,30 +63,34 @@ def test_streaming_products_get_the_tile_and_agree(monkeypatch, name):
     assert (m := compare(name, out, expected, FLOAT32)) is None, m
 
 
-def dot_block(opts) -> bool:
-    """The opts of kernelopts.dot_block(): its rows of A and of B upcast (B's as two upcasts when over 8), the
+def dot_block(opts, points: int) -> bool:
+    """The opts of kernelopts.dot_block(points): its rows of A and of B upcast (B's as two upcasts when over 8), the
     reduce unrolled by 4."""
-    rows_a, rows_b, _, _ = kernelopts.dot_block()
+    rows_a, rows_b, _, _ = kernelopts.dot_block(points)
     upcasts = sorted(o.arg for o in opts if o.op is OptOps.UPCAST)
     return (upcasts == sorted([rows_a, *((4, rows_b // 4) if rows_b > 8 else (rows_b,))])
             and [o.arg for o in opts if o.op is OptOps.UNROLL] == [4])
 
 
-def test_the_dot_block_follows_the_vector_registers():
-    """16 registers (AVX2): 4 x 16 dot products for K from 64 to 256; 32 (AVX-512): 16 x 8 for K from 32 to 1024."""
+def test_the_dot_block_follows_the_vector_registers_and_the_kernels_size():
+    """16 registers (AVX2): 4 x 16 dot products for K from 64 to 256; 32 (AVX-512): 16 x 8 for K from 32 to 1024, in
+    a kernel of at least BIG_DOT points (smaller ones get the 4 x 16 block, which compiles faster)."""
     assert kernelopts.DOT_BLOCKS[16] == (4, 16, 64, 256) and kernelopts.DOT_BLOCKS[32] == (16, 8, 32, 1024)
-    assert kernelopts.dot_block() == kernelopts.DOT_BLOCKS[kernelopts.vector_registers()]
+    assert kernelopts.dot_block(kernelopts.BIG_DOT) == kernelopts.DOT_BLOCKS[kernelopts.vector_registers()]
+    assert kernelopts.dot_block(kernelopts.BIG_DOT - 1) == kernelopts.DOT_BLOCKS[16]
 
 
-@pytest.mark.parametrize("K, blocked", [(128, True), (16, False)])
-def test_a_forward_product_with_a_mid_length_reduce_gets_the_dot_block_and_agrees(monkeypatch, K, blocked):
-    """x @ w.T reads both operands along the reduce: with 64 <= K it gets the block of dot products that
-    kernelopts.dot_block() sizes to the vector registers; with K = 16, shorter than any block's shortest, tinygrad's
-    own choice."""
+@pytest.mark.parametrize("rows, K, blocked", [(128, 128, True), (128, 16, False), (1024, 64, True)])
+def test_a_forward_product_with_a_mid_length_reduce_gets_the_dot_block_and_agrees(monkeypatch, rows, K, blocked):
+    """x @ w.T reads both operands along the reduce: with K in the block's range it gets the block of dot products
+    that kernelopts.dot_block() sizes to the vector registers and the kernel (128 x 48 x 128 points: the 4 x 16
+    block; 1024 x 64 x 64: the registers' block); with K = 16, shorter than any block's shortest, tinygrad's own
+    choice."""
     rng = np.random.default_rng(4)
-    x, w = rng.standard_normal((128, K)).astype(np.float32), rng.standard_normal((48, K)).astype(np.float32)
+    N = 48 if rows == 128 else 64
+    x, w = rng.standard_normal((rows, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
     out, opts = compiled_opts(monkeypatch, lambda: Tensor(x) @ Tensor(w).T)
-    assert dot_block(opts) == blocked, f"K={K}: opts {opts}"
+    assert dot_block(opts, rows * N * K) == blocked, f"K={K}: opts {opts}"
     assert (m := compare(f"x @ w.T, K={K}", out, x.astype(np.float64) @ w.T.astype(np.float64), FLOAT32)) is None, m
 
 

@@ -71,9 +71,8 @@ class MultiHeadSelfAttention:
     def __call__(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
         att, v = self.attention_weights(x)
-        y = (att @ v).contiguous()                                   # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, C).contiguous()          # (B, T, C): heads side by side
-        # both stored (the second a copy): each product then runs over plain rows, c_proj's forward and weight
-        # gradient over one axis of C inputs rather than over heads and head dimensions (tinygrad's generic kernel)
+        y = (att @ v).transpose(1, 2).contiguous().reshape(B, T, C)   # (B, T, C): heads side by side
+        # stored as (B, T, H, hd): c_proj's forward and weight gradient then sum over one axis of C inputs, not over
+        # heads and head dimensions of a transposed view (tinygrad's generic kernel)
         return self.c_proj(y)                                        # (B, T, C)
 # --8<-- [end:attention]

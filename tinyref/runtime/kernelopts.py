@@ -29,7 +29,7 @@ from . import vectorwidth
 from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-rows-dot16x8-k32-wide-elementwise-swap"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-rows-dot16x8-big-k32-wide-elementwise-swap"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -45,6 +45,10 @@ SMALL_KERNEL = 1 << 16
 # registers, the 4 x 16 block, whose 20 rows stay in a 32 KB L1 up to K = 256; below K = 64 its 64 final horizontal
 # sums cost more than the reduce they end.
 DOT_BLOCKS = {32: (16, 8, 32, 1024), 16: (4, 16, 64, 256)}
+# The 16 x 8 block is twice the 4 x 16 block's code, and LLVM takes longer than twice as long on it: the demo's first
+# step compiled 0.7 s slower and M's 1.8 s. Below this many points (outputs x reduce; M's smallest forward product has
+# 2^23) a kernel runs in a fraction of a millisecond either way, so it gets the 4 x 16 block.
+BIG_DOT = 1 << 22
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
 # 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
@@ -78,9 +82,10 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
     return None
 
 
-def dot_block() -> tuple[int, int, int, int]:
-    """(rows of A, rows of B, shortest and longest reduce) of the dot-product block for this CPU's vector registers."""
-    return DOT_BLOCKS[vector_registers()]
+def dot_block(points: int = BIG_DOT) -> tuple[int, int, int, int]:
+    """(rows of A, rows of B, shortest and longest reduce) of the dot-product block for this CPU's vector registers
+    and a kernel of ``points`` (outputs x reduce)."""
+    return DOT_BLOCKS[vector_registers() if points >= BIG_DOT else 16]
 
 
 def dot_axes(k) -> tuple[int, int] | None:
@@ -90,7 +95,7 @@ def dot_axes(k) -> tuple[int, int] | None:
     if (strides := matmul_strides(k)) is None:
         return None
     (r,) = k.axes_of(AxisType.REDUCE)
-    rows_a, rows_b, shortest, longest = dot_block()
+    rows_a, rows_b, shortest, longest = dot_block(prod(k.full_shape))
     if strides[r] != [1, 1, 0] or k.full_shape[r] % 4 or not shortest <= k.full_shape[r] <= longest:
         return None
     axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
@@ -149,7 +154,7 @@ def dot_tiled_matmul(k):
     if (found := dot_axes(k)) is None:
         return None
     m, n = found
-    rows_a, rows_b, _, _ = dot_block()
+    rows_a, rows_b, _, _ = dot_block(prod(k.full_shape))
     k = k.copy()
     n_loop = k.rngs[n]
     k.apply_opt(Opt(OptOps.UPCAST, m, rows_a))
