@@ -241,13 +241,12 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
     ("learn/", 0, "bash"), ("learn/words-as-vectors/", 4, "bash"), ("learn/attention/", 8, "bash"),
     ("learn/architecture/", 8, "bash"), ("learn/training/", 4, "bash")])
 def test_pages_render_math_and_code_in_a_browser(served, tmp_path, page, min_math, language):
-    dom = chromium("--dump-dom", f"{served}/{page}").stdout
+    shot = tmp_path / "page.png"   # one browser run: the DOM as rendered, and a screenshot of the page
+    dom = chromium("--dump-dom", "--window-size=1280,1600", f"--screenshot={shot}", f"{served}/{page}").stdout
     assert 'class="md-content"' in dom, f"/{page} did not load:\n{dom[:500]}"
     assert "katex-error" not in dom, f"/{page}: KaTeX could not render a formula"
     rendered = dom.count('class="katex"')
     assert rendered >= min_math, f"/{page}: {rendered} rendered formulas, expected at least {min_math}"
     assert "\\(" not in re.sub(r"<(pre|code|script)\b.*?</\1>", "", dom, flags=re.S), f"/{page}: raw TeX left on the page"
     assert f'class="language-{language} highlight"' in dom, f"/{page}: no highlighted {language} code"
-    shot = tmp_path / "page.png"
-    chromium("--window-size=1280,1600", f"--screenshot={shot}", f"{served}/{page}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 30_000, "blank or missing screenshot"

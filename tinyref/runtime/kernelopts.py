@@ -29,7 +29,7 @@ from . import vectorwidth
 from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-rows-dot16x8-big-k32-wide-elementwise-swap"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-rows-dot16x8-big-k32-wide-elementwise-big-swap"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -49,6 +49,9 @@ DOT_BLOCKS = {32: (16, 8, 32, 1024), 16: (4, 16, 64, 256)}
 # step compiled 0.7 s slower and M's 1.8 s. Below this many points (outputs x reduce; M's smallest forward product has
 # 2^23) a kernel runs in a fraction of a millisecond either way, so it gets the 4 x 16 block.
 BIG_DOT = 1 << 22
+# 8-lane elementwise kernels compile slower too (M's first step: 0.7 s); from this many elements (M's residual stream,
+# B*T*C) they pay for it, and the small ones keep tinygrad's 4 lanes.
+WIDE_ELEMENTWISE = 1 << 17
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
 # 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
@@ -214,13 +217,14 @@ def vector_column_sum(k):
 
 
 def wide_elementwise(k, chosen):
-    """For a float32 elementwise kernel ``k`` (no reduce) to which tinygrad's choice ``chosen`` gives one upcast,
-    of 4, a copy of ``k`` with the same opts but that upcast 8, so that its math (GELU's and softmax's exp, a
-    division) runs in 8-lane vectors where stores fold 8 floats; else ``chosen``. At L's step, one thread: its
-    elementwise kernels took 78 instead of 100 ms."""
+    """For a float32 elementwise kernel ``k`` (no reduce) of at least WIDE_ELEMENTWISE elements to which tinygrad's
+    choice ``chosen`` gives one upcast, of 4, a copy of ``k`` with the same opts but that upcast 8, so that its math
+    (GELU's and softmax's exp, a division) runs in 8-lane vectors where stores fold 8 floats; else ``chosen``. At
+    L's step, one thread: its elementwise kernels took 78 instead of 100 ms."""
     upcasts = [o for o in chosen.applied_opts if o.op is OptOps.UPCAST]
     stores = [u for u in k.ast.toposort() if u.op is Ops.STORE]
-    if (vector_width() < 8 or k.reduceop is not None or len(upcasts) != 1 or upcasts[0].arg != 4
+    if (vector_width() < 8 or k.reduceop is not None or prod(k.full_shape) < WIDE_ELEMENTWISE
+            or len(upcasts) != 1 or upcasts[0].arg != 4
             or any(s.src[0].dtype != dtypes.float for s in stores)):
         return chosen
     wide = k.copy()
