@@ -13,6 +13,8 @@ import pytest
 import tinygrad.codegen as codegen
 import tinygrad.engine.realize as realize
 from tinygrad import Context, Device
+from tinygrad.codegen.opt import OptOps
+from tinygrad.uop.ops import Ops
 
 import tinyref.cli.check
 import tinyref.verify.check
@@ -25,6 +27,7 @@ from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason", "model", "kernel_opts"}
 KERNEL_RULES = ("tiled_matmul", "dot_tiled_matmul", "vector_column_sum")   # kernelopts' rules, each a function of a kernel
+ELEMENTWISE_RULE = "wide_elementwise"                                     # and the one for elementwise kernels
 
 
 def unavailable_device() -> str:
@@ -253,6 +256,19 @@ def wrong_sums(rule, optimised_kernels: list):
             return None
         total = optimised.reduceop
         optimised.ast = optimised.ast.substitute({total: total.replace(src=(total.src[0] * 1.001, *total.src[1:]))})
+        optimised_kernels.append(sorted(o.arg for o in optimised.applied_opts if o.op is OptOps.UPCAST))
+        return optimised
+    return broken
+
+
+def wrong_stores(rule, optimised_kernels: list):
+    """kernelopts' elementwise ``rule``, except that every kernel it widens (listed in ``optimised_kernels``) stores
+    values 0.1% too large."""
+    def broken(k, chosen):
+        if (optimised := rule(k, chosen)) is chosen:
+            return chosen
+        stores = [u for u in optimised.ast.toposort() if u.op is Ops.STORE]
+        optimised.ast = optimised.ast.substitute({s: s.replace(src=(s.src[0], s.src[1] * 1.001, *s.src[2:])) for s in stores})
         optimised_kernels.append(optimised.full_shape)
         return optimised
     return broken
@@ -266,9 +282,10 @@ def test_a_wrong_kernel_optimisation_fails_the_check(default_backend, monkeypatc
     renderer = Device[default_backend.split(":")[0]].renderer
     if not kernelopts.vector_registers() or renderer.target.device != "CPU":
         pytest.skip("tinyref's kernel optimisations act on x86-64 CPUs with AVX2 and FMA only")
-    optimised = {rule: [] for rule in KERNEL_RULES}
+    optimised = {rule: [] for rule in (*KERNEL_RULES, ELEMENTWISE_RULE)}
     for rule in KERNEL_RULES:
         monkeypatch.setattr(kernelopts, rule, wrong_sums(getattr(kernelopts, rule), optimised[rule]))
+    monkeypatch.setattr(kernelopts, ELEMENTWISE_RULE, wrong_stores(kernelopts.wide_elementwise, optimised[ELEMENTWISE_RULE]))
     empty = programcache.DiskBackedPrograms()
     monkeypatch.setattr(codegen, "to_program_cache", empty)
     monkeypatch.setattr(realize, "to_program_cache", empty)
@@ -276,5 +293,7 @@ def test_a_wrong_kernel_optimisation_fails_the_check(default_backend, monkeypatc
         status, report = check_json(capsys, "--device", default_backend)
     row, = report["devices"]
     assert all(optimised.values()), f"a rule takes none of the check's kernels: {optimised}"
+    rows_a = kernelopts.DOT_BLOCKS[kernelopts.vector_registers()][0]   # the registers' own block, not only the small one
+    assert any(rows_a in upcasts for upcasts in optimised["dot_tiled_matmul"]), optimised["dot_tiled_matmul"]
     assert status == 1 and row["ok"] is False and row["kernel_opts"] == kernelopts.RULE, row
     assert row["forward_max_err"] > FLOAT32.atol and row["grad_max_err"] > FLOAT32_GRAD.atol, row

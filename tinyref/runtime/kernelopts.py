@@ -29,7 +29,7 @@ from . import vectorwidth
 from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-rows-dot16x8-big-k32-wide-elementwise-big-swap"     # names this rule in the program cache's keys: a changed rule recompiles
+RULE = "tiles-8-onehot-rows-dot16x8-k32-wide-elementwise-swap-sized"     # names this rule in the program cache's keys: a changed rule recompiles
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -46,12 +46,12 @@ SMALL_KERNEL = 1 << 16
 # sums cost more than the reduce they end.
 DOT_BLOCKS = {32: (16, 8, 32, 1024), 16: (4, 16, 64, 256)}
 # The 16 x 8 block is twice the 4 x 16 block's code, and LLVM takes longer than twice as long on it: the demo's first
-# step compiled 0.7 s slower and M's 1.8 s. Below this many points (outputs x reduce; M's smallest forward product has
-# 2^23) a kernel runs in a fraction of a millisecond either way, so it gets the 4 x 16 block.
-BIG_DOT = 1 << 22
-# 8-lane elementwise kernels compile slower too (M's first step: 0.7 s); from this many elements (M's residual stream,
-# B*T*C) they pay for it, and the small ones keep tinygrad's 4 lanes.
-WIDE_ELEMENTWISE = 1 << 17
+# step compiled 0.7 s slower with it. Below this many points (outputs x reduce: the demo's largest product has 2^19,
+# `tinyref check`'s MLP product 2^20, M's smallest forward product 2^23) a kernel gets the 4 x 16 block.
+BIG_DOT = 1 << 20
+# 8-lane elementwise kernels compile slower too (M's first step: 0.7 s); from this many elements (`tinyref check`'s
+# MLP hidden layer; the demo's largest has 2^14) they get 8 lanes, the small ones keep tinygrad's 4.
+WIDE_ELEMENTWISE = 1 << 16
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
 # 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
