@@ -35,9 +35,9 @@ def products(rng):
             "weight gradient dy.T @ x": (lambda: tdy.T @ tx, dy.T @ x)}     # x streams rows along K
 
 
-def compiled_opts(monkeypatch, product, rule=kernelopts.hand_coded_optimizations):
-    """Realize ``product()`` compiling in this process with ``rule`` as the choice of opts; returns the
-    result and the opts chosen for its reduce kernel."""
+def compiled_kernels(monkeypatch, make, rule=kernelopts.hand_coded_optimizations):
+    """Realize ``make()`` compiling in this process with ``rule`` as the choice of opts; returns the result and
+    every kernel as ``rule`` optimised it."""
     chosen = []
 
     def recording(k):
@@ -45,7 +45,14 @@ def compiled_opts(monkeypatch, product, rule=kernelopts.hand_coded_optimizations
         return opts
     monkeypatch.setattr(kernelopts.heuristic, "hand_coded_optimizations", recording)
     with Context(PARALLEL=0, CCACHE=0):   # compiled here, now: not by a worker, not from the disk cache
-        out = product().numpy()
+        out = make().numpy()
+    return out, chosen
+
+
+def compiled_opts(monkeypatch, product, rule=kernelopts.hand_coded_optimizations):
+    """Realize ``product()`` compiling in this process with ``rule`` as the choice of opts; returns the
+    result and the opts chosen for its reduce kernel."""
+    out, chosen = compiled_kernels(monkeypatch, product, rule)
     reduce_opts = [k.applied_opts for k in chosen if k.reduceop is not None]
     assert len(reduce_opts) == 1, f"expected one reduce kernel, compiled {len(reduce_opts)}"
     return out, reduce_opts[0]
@@ -166,15 +173,8 @@ def test_a_weight_gradient_walks_the_narrower_operand_in_its_inner_loop_and_agre
 
 
 def elementwise_opts(monkeypatch, make):
-    """Realize ``make()`` (one elementwise kernel) compiling in this process; its result and opts."""
-    chosen = []
-
-    def recording(k):
-        chosen.append(opts := kernelopts.hand_coded_optimizations(k))
-        return opts
-    monkeypatch.setattr(kernelopts.heuristic, "hand_coded_optimizations", recording)
-    with Context(PARALLEL=0, CCACHE=0):
-        out = make().numpy()
+    """Realize ``make()`` (one elementwise kernel) compiling in this process; its result and upcasts."""
+    out, chosen = compiled_kernels(monkeypatch, make)
     assert len(chosen) == 1, f"expected one kernel, compiled {len(chosen)}"
     return out, [(o.op, o.arg) for o in chosen[0].applied_opts if o.op is OptOps.UPCAST]
 
