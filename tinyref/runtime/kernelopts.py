@@ -29,7 +29,8 @@ from . import vectorwidth
 from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
-RULE = "tiles-8-onehot-rows-dot16x8-k32-wide-elementwise-swap-sized"     # names this rule in the program cache's keys: a changed rule recompiles
+# names this rule in the program cache's keys (and `tinyref check`'s table): a changed rule recompiles
+RULE = "tiles-8-onehot-rows-dot16x8-k32-wide-elementwise-swap-sized"
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -161,7 +162,7 @@ def dot_tiled_matmul(k):
     k = k.copy()
     n_loop = k.rngs[n]
     k.apply_opt(Opt(OptOps.UPCAST, m, rows_a))
-    for part in (4, rows_b // 4) if rows_b > 8 else (rows_b,):   # 16 as BEAM has it: two upcasts of 4
+    for part in (4, rows_b // 4) if rows_b > 8 else (rows_b,):   # 16 as BEAM has it, two upcasts of 4; 8 as one
         k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, n_loop, n), part))
     split_over_threads(k)
     k.apply_opt(Opt(OptOps.UNROLL, 0, 4))
@@ -243,7 +244,7 @@ def hand_coded_optimizations(k):
         try:
             if (tiled := tiled_matmul(k) or dot_tiled_matmul(k) or vector_column_sum(k)) is not None:
                 return tiled
-            return wide_elementwise(k, TINYGRAD_CHOICE(k.copy()))
+            return wide_elementwise(k, TINYGRAD_CHOICE(k))   # tinygrad's heuristic optimises a copy of k
         except KernelOptError:   # an opt tinygrad refuses for this kernel: its own choice instead
             pass
     return TINYGRAD_CHOICE(k)
