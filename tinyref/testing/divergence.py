@@ -80,27 +80,35 @@ def first_divergence(captured: dict, names: dict, trace: dict, tol: Tolerance,
             *_unseen(unseen)]
 
 
-def agreeing_values(captured: dict, trace: dict, tol: Tolerance) -> int:
-    """How many hooked inputs and outputs, in the model's order, agree with the oracle's before the first that does not."""
-    count = 0
+def _captured_values(captured: dict, trace: dict):
+    """(module, part, tinyref's value, the oracle's) for every hooked input and output captured, in the model's order."""
     for module, (x, out, _) in trace.items():
         got = captured.get(module, {})
         for part, want in (("input", x), ("output", out)):
             if part in got:
-                if compare(part, got[part], want, tol) is not None:
-                    return count
-                count += 1
-    return count
+                yield module, part, got[part], want
+
+
+def _first_disagreement(captured: dict, trace: dict, tol: Tolerance) -> tuple[int, tuple | None]:
+    """How many captured values agree with the oracle's within ``tol`` before the first that does not, and that
+    one's (module, part), or None when all agree."""
+    count = 0
+    for module, part, got, want in _captured_values(captured, trace):
+        if compare(part, got, want, tol) is not None:
+            return count, (module, part)
+        count += 1
+    return count, None
+
+
+def agreeing_values(captured: dict, trace: dict, tol: Tolerance) -> int:
+    """How many hooked inputs and outputs, in the model's order, agree with the oracle's before the first that does not."""
+    return _first_disagreement(captured, trace, tol)[0]
 
 
 def first_precision_loss(captured: dict, names: dict, trace: dict, tol: Tolerance) -> str | None:
     """The first hooked input or output (in the model's names) that differs from the oracle's beyond ``tol``."""
-    for module, (x, out, _) in trace.items():
-        got = captured.get(module, {})
-        for part, want in (("input", x), ("output", out)):
-            if part in got and compare(part, got[part], want, tol) is not None:
-                return f"{names[module]} {part}"
-    return None
+    _, found = _first_disagreement(captured, trace, tol)
+    return None if found is None else f"{names[found[0]]} {found[1]}"
 
 
 def _unseen(unseen: list) -> list[str]:
