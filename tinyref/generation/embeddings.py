@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from tinygrad.nn.state import get_state_dict
@@ -25,10 +26,15 @@ class Embeddings:
     kind: str = "word"           # the tokenizer's kind, for the messages
     tokenizer: object = None     # to explain a word that splits into several tokens
 
-    @property
+    @cached_property
     def words(self) -> list[int]:
         """The ids of the whole-word tokens, the candidates of every search."""
         return [i for i, t in enumerate(self.tokens) if re.search(r"\w", t)]
+
+    @cached_property
+    def ids(self) -> dict[str, int]:
+        """Each token's id, by its text."""
+        return {t: i for i, t in enumerate(self.tokens)}
 
     def unit(self) -> np.ndarray:
         """Every vector scaled to length 1, so a dot product is a cosine similarity."""
@@ -37,9 +43,8 @@ class Embeddings:
 
     def index(self, word: str) -> int:
         """The id of the token whose text is ``word``, or a UsageError that says why there is none."""
-        ids = {t: i for i, t in enumerate(self.tokens)}
-        if word in ids:
-            return ids[word]
+        if word in self.ids:
+            return self.ids[word]
         near = difflib.get_close_matches(word, [self.tokens[i] for i in self.words], n=5, cutoff=0.6)
         close = ", ".join(near) + (" (Ġ marks a word after a space)" if any(w[0] == "Ġ" for w in near) else "")
         pieces = self._pieces(word)
