@@ -26,7 +26,7 @@ import numpy as np
 
 import oracle
 
-from ..config import GPTConfig
+from ..config import LLAMA, GPTConfig
 from ..errors import CheckpointError, ConfigError
 from .golden import read_safetensors, replacing_directory, write_safetensors
 
@@ -38,6 +38,7 @@ HF_WEIGHTS_FILE = "model.safetensors"
 ACTIVATIONS_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 ACTIVATIONS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
 HF_LLAMA_ACTIVATIONS = {"silu": "silu", **ACTIVATIONS_FROM_HF}    # LlamaConfig.hidden_act -> GPTConfig.activation
+ACTIVATIONS_TO_HF_LLAMA = {"silu": "silu", **ACTIVATIONS_TO_HF}       # GPTConfig.activation -> LlamaConfig.hidden_act
 
 # --8<-- [start:llama_modules]
 # tinyref's modules -> LlamaForCausalLM's ("{i}" is the block); a tuple is stacked by rows into one tinyref layer
@@ -172,14 +173,14 @@ def config_to_hf_llama(cfg: GPTConfig) -> dict:
             "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.n_layers,
             "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
             "max_position_embeddings": cfg.context_length, "rms_norm_eps": cfg.layer_norm_eps,
-            "tie_word_embeddings": cfg.tie_embeddings, "hidden_act": {"silu": "silu", **ACTIVATIONS_TO_HF}[cfg.activation],
+            "tie_word_embeddings": cfg.tie_embeddings, "hidden_act": ACTIVATIONS_TO_HF_LLAMA[cfg.activation],
             "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta}, "attention_bias": cfg.bias,
             "mlp_bias": cfg.bias, "attention_dropout": 0.0}
 
 
 def require_llama_form(cfg: GPTConfig) -> None:
     """HF's Llama is rotary ("half"), RMSNorm and gated: other GPTConfigs have no LlamaForCausalLM form."""
-    want = {"positions": "rope", "rope_style": "half", "norm": "rmsnorm", "gated_mlp": True}
+    want = {k: LLAMA[k] for k in ("positions", "rope_style", "norm", "gated_mlp")}   # GPTConfig.llama()'s
     wrong = [f"{k}={getattr(cfg, k)!r}" for k, v in want.items() if getattr(cfg, k) != v]
     if wrong:
         raise ConfigError(f"GPTConfig with {', '.join(wrong)} has no Hugging Face LlamaForCausalLM form (it needs "
