@@ -53,10 +53,9 @@ def speed_chart(bench: dict) -> bytes | None:
     def draw(fig):
         ax = fig.add_subplot()
         for i, impl in enumerate(impls):
-            for r in (r for r in rows if r["impl"] == impl):
+            for j, r in enumerate(r for r in rows if r["impl"] == impl):
                 x = configs.index(r["config"]) + (i - (len(impls) - 1) / 2) * width
-                ax.bar(x, r["tokens_per_s"], width, color=IMPL_COLORS.get(impl, OTHER),
-                       label=impl if r is next(q for q in rows if q["impl"] == impl) else None)
+                ax.bar(x, r["tokens_per_s"], width, color=IMPL_COLORS.get(impl, OTHER), label=impl if j == 0 else None)
                 ax.annotate(short_number(r["tokens_per_s"]), (x, r["tokens_per_s"]), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=8)
         ax.set_yscale("log")
