@@ -23,11 +23,11 @@ from helpers import (TIED, TIED_BT, UNTIED, UNTIED_BT, as_namespace, assert_no_m
 from tinyref import GPTStyleTransformer
 from tinyref.cli import main
 from tinyref.train.checkpoint import MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
-from tinyref.runtime.devices import dtype_support
+from tinyref.runtime.devices import dtype_support, probe_device, use_device
 from tinyref.optim import decayed_keys, lr_at, make_optimizer
 from tinyref.verify.tolerances import FLOAT32_GRAD, compare, mixed_precision_grad, round_to
 from tinyref.train import TrainOptions, TrainStep, train
-from tinyref.train.step import DEFAULT_LOSS_SCALE
+from tinyref.train.step import DEFAULT_LOSS_SCALE, overwrite
 
 K = 2                                   # micro-batches per optimizer step
 CLIP = 0.5                              # below the test gradients' norm (~1-3): clipping is active
@@ -35,6 +35,18 @@ HYPER = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8)
 DECAY = 0.1
 SCHEDULE = dict(lr=1e-2, warmup_steps=2, total_steps=5, schedule="cosine", min_lr=1e-3)
 STEPS = 4
+
+
+def test_a_host_array_is_written_into_the_device_buffer_in_place(backend):
+    """TrainStep.from_host's way in, on each device: mapped memory where the device's buffers are host memory
+    (tinygrad's CPU devices), a copy elsewhere (OpenCL, GPUs). The same buffer, so a captured jit sees it."""
+    if (reason := probe_device(backend)) is not None:
+        pytest.skip(f"{backend} not available here: {reason}")
+    with use_device(backend):
+        t = Tensor.zeros(2, 3, dtype=dtypes.int32).contiguous().realize()
+        buffer = t.uop.buffer
+        overwrite(t, np.arange(6, dtype=np.int32).reshape(2, 3))
+        assert t.uop.buffer is buffer and t.numpy().tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
 # --- tinyref's TrainStep vs the oracle ----------------------------------------------------------------
@@ -64,11 +76,11 @@ def tinyref_run(dtype: str = "float32"):
     load_params(model, params)
     clip = CLIP if dtype == "float32" else 0.0
     step = TrainStep(model, make_optimizer(model, weight_decay=DECAY, **HYPER), K, clip, dtype)
-    lrs = [Tensor([lr_at(s, **SCHEDULE)], dtype=dtypes.float32) for s in range(STEPS)]
-    norm = step.step(*as_tensors(*batches[0]), lrs[0]).tolist()[1]
+    lr0 = Tensor([lr_at(0, **SCHEDULE)], dtype=dtypes.float32)
+    norm = step.step(*as_tensors(*batches[0]), lr0).tolist()[1]
     grads = {k: t.grad.numpy().astype(np.float64) for k, t in get_state_dict(model).items()}
     for s in range(1, STEPS if dtype == "float32" else 1):
-        step(*as_tensors(*batches[s]), lrs[s])
+        step.from_host(*batches[s], lr_at(s, **SCHEDULE))     # as train() feeds it: into the same buffers each step
     after = {k: t.numpy().astype(np.float64) for k, t in get_state_dict(model).items()}
     return grads, norm, after, frozenset(decayed_keys(model))
 
@@ -128,8 +140,9 @@ def test_mixed_precision_gradient_matches_oracle(default_backend, dtype):
 # --8<-- [end:test_mixed_precision]
 
 
-def oracle_after_steps(decay_all=False, schedule=SCHEDULE):
+def oracle_after_steps(decay_all=False, schedule=SCHEDULE, stale_batch=False):
     cfg, params, batches = case()
+    batches = batches[:2] + [batches[1]] * (len(batches) - 2) if stale_batch else batches
     decayed = tinyref_run()[3]
     groups = [{k: v for k, v in params.items() if decay_all or k in decayed},
               {k: v for k, v in params.items() if not (decay_all or k in decayed)}]
@@ -144,14 +157,17 @@ def oracle_after_steps(decay_all=False, schedule=SCHEDULE):
 
 
 def test_training_steps_match_oracle():
-    """Four steps (direct, then TinyJit's capture and two replays): schedule, clipping, accumulation
-    and weight decay on matrices only, against the oracle's chain of the same steps."""
+    """Four steps (direct, then TinyJit's capture and two replays on host batches written into its input
+    buffers): schedule, clipping, accumulation and weight decay on matrices only, against the oracle's chain of
+    the same steps."""
     after = tinyref_run()[2]
     assert_no_mismatch(trained_weight_mismatches(after, oracle_after_steps(), f"after {STEPS} steps"))
     assert trained_weight_mismatches(after, oracle_after_steps(decay_all=True)), \
         "negative control: decaying biases and LayerNorm gains too went unnoticed"
     assert trained_weight_mismatches(after, oracle_after_steps(schedule={**SCHEDULE, "warmup_steps": 0})), \
         "negative control: skipping the warm-up went unnoticed"
+    assert trained_weight_mismatches(after, oracle_after_steps(stale_batch=True)), \
+        "negative control: replays that reread the capture's batch went unnoticed"
 
 
 def test_a_llama_model_decays_its_matrices_only():

@@ -185,8 +185,7 @@ def _train(opts: TrainOptions, log, progress: bool, lock: RunLock, kept: KeptChe
             lr = lr_at(step, o.lr, o.warmup_steps, o.decay_steps, o.lr_schedule, o.min_lr)
             x, y = sampler.sample(o.accum_steps * o.batch_size)                 # (k*B, T)
             shape = (o.accum_steps, o.batch_size, o.context_length)
-            out_t = step_fn(Tensor(x.reshape(shape), dtype=dtypes.int32), Tensor(y.reshape(shape), dtype=dtypes.int32),
-                            Tensor([lr], dtype=dtypes.float32))
+            out_t = step_fn.from_host(x.reshape(shape), y.reshape(shape), lr)
             loss, norm = out_t.tolist()                                          # the one host sync per step
             if not (math.isfinite(loss) and math.isfinite(norm)):     # raised before this step is ever saved
                 raise TrainingError(f"training diverged at step {step + 1} (loss {loss}, gradient norm {norm}); "
