@@ -56,10 +56,12 @@ def pytest_configure(config):
 # ``xdist_group("generation")`` marks say so, but pytest-xdist 3.8's marks group nothing under pytest 9.2).
 MODULE_GROUPS = {"tests/test_generate.py": "generation", "tests/test_kvcache.py": "generation"}
 # The units that take longest, started first so that the two workers finish together (largest first, as measured
-# with --durations on 2 cores): PoCL's device tests compile slowest, then the default device's (every dtype), the
-# words-as-vectors module (it trains two models), then the modules that train or benchmark in subprocesses. Every other unit follows, those with more tests first (pytest-xdist's order).
-FIRST = ("CL", "CPU:LLVM", "tests/test_embeddings.py", "tests/test_bench.py", "tests/test_crash.py", "tests/test_runs.py",
-         "tests/test_check_cli.py", "tests/test_train.py", "tests/test_parallel.py", "generation")
+# with --durations on 2 cores): PoCL's device tests compile slowest, then the default device's (every dtype). The
+# demo's module comes next: it compiles the S config's step, which the benchmark module's subprocesses then find on
+# disk. Then the words-as-vectors module (it trains two models) and the modules that train or benchmark in
+# subprocesses. Every other unit follows, those with more tests first (pytest-xdist's order).
+FIRST = ("CL", "CPU:LLVM", "tests/test_demo.py", "tests/test_embeddings.py", "tests/test_crash.py", "tests/test_runs.py",
+         "tests/test_bench.py", "tests/test_check_cli.py", "tests/test_train.py", "tests/test_parallel.py", "generation")
 
 
 def xdist_scope(nodeid: str, devices) -> str:
