@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from tinygrad import Tensor, nn
+from tinygrad import Tensor
 
-from .linear import stored_gradient
+from .linear import Linear, product, stored_gradient
 from .rope import RotaryPositionalEmbedding
 
 
@@ -38,8 +38,8 @@ class MultiHeadSelfAttention:
                  rope: RotaryPositionalEmbedding | None = None):
         self.n_heads, self.n_kv_heads, self.rope = n_heads, n_kv_heads or n_heads, rope
         hd = d_model // n_heads
-        self.c_attn = nn.Linear(d_model, (n_heads + 2 * self.n_kv_heads) * hd, bias=bias)   # rows [q | k | v]
-        self.c_proj = nn.Linear(d_model, d_model, bias=bias)       # weight (C, C)
+        self.c_attn = Linear(d_model, (n_heads + 2 * self.n_kv_heads) * hd, bias=bias)   # rows [q | k | v]
+        self.c_proj = Linear(d_model, d_model, bias=bias)       # weight (C, C)
 
     def project(self, x: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """q (B, H, T, hd) and the n_kv_heads keys and values (B, KV, T, hd), q and k rotated when rotary."""
@@ -64,14 +64,16 @@ class MultiHeadSelfAttention:
         q, k, v = self.project(x)
         q, k, v = [t.contiguous_backward() for t in (q, self.repeat_kv(k), self.repeat_kv(v))]   # (B, H, T, hd)
         T, hd = q.shape[2], q.shape[3]
-        scores = (q @ k.transpose(-2, -1) * (1.0 / math.sqrt(hd))).contiguous_backward()    # (B, H, T, T)
+        qk = product(q, k.transpose(-2, -1).contiguous(), k)   # (B, H, T, T) = q k^T, each product streaming
+        scores = (qk * (1.0 / math.sqrt(hd))).contiguous_backward()           # (B, H, T, T)
         att = stored_softmax(scores + causal_mask(T, scores.device))    # (B, H, T, T), 0 above the diagonal
         return att, v
 
     def __call__(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
         att, v = self.attention_weights(x)
-        y = (att @ v).transpose(1, 2).contiguous().reshape(B, T, C)   # (B, T, C): heads side by side
+        y = product(att, v, v.transpose(-2, -1).contiguous())        # (B, H, T, hd) = att v, each product streaming
+        y = y.transpose(1, 2).contiguous().reshape(B, T, C)           # (B, T, C): heads side by side
         # stored as (B, T, H, hd): c_proj's forward and weight gradient then sum over one axis of C inputs, not over
         # heads and head dimensions of a transposed view (tinygrad's generic kernel)
         return self.c_proj(y)                                        # (B, T, C)

@@ -1,9 +1,9 @@
 """Position-wise feed-forward network: the same two-layer MLP (or gated MLP) applied to every position."""
 import math
 
-from tinygrad import Tensor, nn
+from tinygrad import Tensor
 
-from .linear import stored_gradient, stored_padded
+from .linear import Linear, stored_gradient, stored_padded
 
 # --8<-- [start:feedforward]
 GELU_2C = 2 * math.sqrt(2 / math.pi)
@@ -41,10 +41,10 @@ class PositionWiseFeedForward:
 
     def __init__(self, d_model: int, d_ff: int, activation: str = "gelu_tanh", bias: bool = True, gated: bool = False):
         self.act, self.gated = ACTIVATIONS[activation], gated
-        self.c_fc = nn.Linear(d_model, d_ff, bias=bias)       # weight (F, C)
+        self.c_fc = Linear(d_model, d_ff, bias=bias)       # weight (F, C)
         if gated:
-            self.c_gate = nn.Linear(d_model, d_ff, bias=bias)  # weight (F, C)
-        self.c_proj = nn.Linear(d_ff, d_model, bias=bias)     # weight (C, F)
+            self.c_gate = Linear(d_model, d_ff, bias=bias)  # weight (F, C)
+        self.c_proj = Linear(d_ff, d_model, bias=bias)     # weight (C, F)
 
     def hidden(self, x: Tensor) -> Tensor:
         """(B, T, F): act(c_fc(x)), or act(c_gate(x)) * c_fc(x) when gated."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tinygrad import Tensor, dtypes, nn
+from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
 from .block import TransformerDecoderBlock
@@ -12,6 +12,7 @@ from .config import GPTConfig
 from .embedding import LearnedPositionalEmbeddings, TokenEmbedding
 from .errors import UsageError
 from .layernorm import make_norm
+from .linear import Linear, linear
 
 
 def check_token_ids(idx: np.ndarray, cfg: GPTConfig, what: str = "token ids") -> np.ndarray:
@@ -42,7 +43,7 @@ class GPTStyleTransformer:
         self.h = [TransformerDecoderBlock(cfg) for _ in range(cfg.n_layers)]
         self.ln_f = make_norm(cfg.d_model, cfg.layer_norm_eps, cfg.norm, cfg.bias)
         if not cfg.tie_embeddings:
-            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)   # (V, C)
+            self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=False)   # (V, C)
         init_gpt2_weights(self)
 
     def __call__(self, idx) -> Tensor:
@@ -57,7 +58,7 @@ class GPTStyleTransformer:
             x = block(x)                         # (B, T, C)
         x = self.ln_f(x)                         # (B, T, C)
         head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
-        return x @ head.contiguous_backward().T  # (B, T, C) @ (C, V) -> (B, T, V); its gradient a matmul of its own
+        return linear(x, head.contiguous_backward())   # (B, T, C) @ (C, V) -> (B, T, V); its gradient a matmul of its own
 
     def embed(self, idx: Tensor) -> Tensor:
         """The residual stream's start (B, T, C): wte[idx] + wpe[0:T], or wte[idx] alone for rotary positions."""
