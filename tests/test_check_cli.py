@@ -26,7 +26,9 @@ from tinyref.verify.tolerances import FLOAT32, FLOAT32_GRAD
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"device", "dtype", "forward_max_err", "grad_max_err", "causal_ok", "seconds", "ok", "reason", "model", "kernel_opts"}
-KERNEL_RULES = ("tiled_matmul", "vector_column_sum")   # kernelopts' rules, each a function of a kernel
+# kernelopts' rules that a training step uses, each a function of a kernel (its block of dot products serves
+# generation's forward passes over a short window, tests/test_kernelopts.py)
+KERNEL_RULES = ("tiled_matmul", "vector_column_sum")
 ELEMENTWISE_RULE = "wide_elementwise"                                     # and the one for elementwise kernels
 
 

@@ -1,7 +1,7 @@
 """tinyref.runtime.kernelopts: the register tile goes to the matmuls whose operand streams rows (the
-backward's two products of a linear layer, and all three of tinyref's, tinyref.linear), 16 columns at a time
-to a sum down columns, 8-lane vectors to a float32 elementwise kernel, tinygrad's own choice to every other
-kernel (a product of two operands contiguous along the sum, such as x @ w.T read as stored),
+backward's two products of a linear layer, and all three of tinyref's in training, tinyref.linear), a block of
+dot products to a forward product whose reduce fits the rule, 16 columns at a time to a sum down columns, 8-lane
+vectors to a float32 elementwise kernel, tinygrad's own choice to every other kernel,
 and the numbers do not change: each result agrees with NumPy's float64 one.
 
 Kernels are compiled in this process (PARALLEL=0), at shapes no other test uses, so the choice of
@@ -15,7 +15,7 @@ import pytest
 from tinygrad import Context, Device, Tensor, nn
 from tinygrad.codegen.opt import OptOps
 
-from tinyref.linear import linear
+from tinyref.linear import STREAM_FROM, linear
 from tinyref.runtime import kernelopts
 from tinyref.runtime.devices import current_device
 from tinyref.verify.tolerances import FLOAT32, compare
@@ -72,10 +72,11 @@ def test_streaming_products_get_the_tile_and_agree(monkeypatch, name):
 
 
 def test_every_product_of_tinyrefs_linear_layer_gets_the_tile_and_agrees(monkeypatch):
-    """tinyref.linear.linear computes x @ w.T from a copy of w^T and x's gradient from w itself: its forward, input
-    gradient and weight gradient each stream rows of an operand, and each gets the register tile."""
+    """tinyref.linear.linear computes x @ w.T (STREAM_FROM rows of x) from a copy of w^T and x's gradient from w
+    itself: its forward, input gradient and weight gradient each stream rows of an operand, and each gets the
+    register tile."""
     rng = np.random.default_rng(4)
-    x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in ((M, K), (N, K), (M, N)))
+    x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in ((STREAM_FROM, K), (N, K), (STREAM_FROM, N)))
     tx, tw = Tensor(x), Tensor(w)
     tx.requires_grad = tw.requires_grad = True
 
@@ -90,6 +91,37 @@ def test_every_product_of_tinyrefs_linear_layer_gets_the_tile_and_agrees(monkeyp
     x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
     for name, got, want in (("y", y, x @ w.T), ("dx", tx.grad.numpy(), dy @ w), ("dw", tw.grad.numpy(), dy.T @ x)):
         assert (m := compare(name, got, want, FLOAT32)) is None, m
+
+
+def dot_block(opts, points: int) -> bool:
+    """The opts of kernelopts.dot_block(points): its rows of A and of B upcast (B's as two upcasts when over 8), the
+    reduce unrolled by 4."""
+    rows_a, rows_b, _, _ = kernelopts.dot_block(points)
+    upcasts = sorted(o.arg for o in opts if o.op is OptOps.UPCAST)
+    return (upcasts == sorted([rows_a, *((4, rows_b // 4) if rows_b > 8 else (rows_b,))])
+            and [o.arg for o in opts if o.op is OptOps.UNROLL] == [4])
+
+
+def test_the_dot_block_follows_the_vector_registers_and_the_kernels_size():
+    """16 registers (AVX2): 4 x 16 dot products for K from 64 to 256; 32 (AVX-512): 16 x 8 for K from 32 to 1024, in
+    a kernel of at least BIG_DOT points (smaller ones get the 4 x 16 block, which compiles faster)."""
+    assert kernelopts.DOT_BLOCKS[16] == (4, 16, 64, 256) and kernelopts.DOT_BLOCKS[32] == (16, 8, 32, 1024)
+    assert kernelopts.dot_block(kernelopts.BIG_DOT) == kernelopts.DOT_BLOCKS[kernelopts.vector_registers()]
+    assert kernelopts.dot_block(kernelopts.BIG_DOT - 1) == kernelopts.DOT_BLOCKS[16]
+
+
+@pytest.mark.parametrize("rows, K, blocked", [(128, 128, True), (128, 16, False), (1024, 64, True)])
+def test_a_forward_product_with_a_mid_length_reduce_gets_the_dot_block_and_agrees(monkeypatch, rows, K, blocked):
+    """x @ w.T reads both operands along the reduce: with K in the block's range it gets the block of dot products
+    that kernelopts.dot_block() sizes to the vector registers and the kernel (128 x 48 x 128 points: the 4 x 16
+    block; 1024 x 64 x 64: the registers' block); with K = 16, shorter than any block's shortest, tinygrad's own
+    choice."""
+    rng = np.random.default_rng(4)
+    N = 48 if rows == 128 else 64
+    x, w = rng.standard_normal((rows, K)).astype(np.float32), rng.standard_normal((N, K)).astype(np.float32)
+    out, opts = compiled_opts(monkeypatch, lambda: Tensor(x) @ Tensor(w).T)
+    assert dot_block(opts, rows * N * K) == blocked, f"K={K}: opts {opts}"
+    assert (m := compare(f"x @ w.T, K={K}", out, x.astype(np.float64) @ w.T.astype(np.float64), FLOAT32)) is None, m
 
 
 def test_a_bias_gradient_sums_a_vector_of_columns_and_agrees(monkeypatch):

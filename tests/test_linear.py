@@ -43,9 +43,9 @@ def test_oracle_linear_backward_matches_finite_differences(bias):
                                            linear_params(rng, 5, 4, bias), dout))
 
 
-@pytest.mark.parametrize("rows, bias", [((2, 8), True), ((2, 8), False), ((1, 3), True)])
+@pytest.mark.parametrize("rows, bias", [((2, STREAM_FROM // 2), True), ((2, STREAM_FROM // 2), False), ((1, 3), True)])
 def test_tinyref_linear_matches_oracle(rows, bias):
-    """Output, dx, dW and db, from W^T copied (16 rows) and from W itself (3 rows)."""
+    """Output, dx, dW and db, from W^T copied (STREAM_FROM rows) and from W itself (3 rows)."""
     rng = np.random.default_rng(3)
     x, dout = rng.standard_normal((*rows, 24)), rng.standard_normal((*rows, 40))
     assert_no_mismatch(component_mismatches(Linear(24, 40, bias), oracle.linear_forward, oracle.linear_backward,
@@ -75,7 +75,7 @@ class LinearPlanted(Linear):
 def test_the_agreement_check_catches_a_wrong_gradient_for_x(planted, what):
     """Negative control: the value is right, x's gradient is not."""
     rng = np.random.default_rng(3)
-    x, dout = rng.standard_normal((2, 8, 24)), rng.standard_normal((2, 8, 40))
+    x, dout = rng.standard_normal((2, STREAM_FROM // 2, 24)), rng.standard_normal((2, STREAM_FROM // 2, 40))
     found = component_mismatches(LinearPlanted(24, 40, planted), oracle.linear_forward, oracle.linear_backward,
                                  linear_params(rng, 24, 40), x, dout)
     assert {m.name for m in found} == {"dx"}, (what, found)

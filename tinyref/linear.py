@@ -9,9 +9,11 @@ ROW_PAD = 16
 # Rows narrower than this keep their width: at 128 floats a weight gradient ran as fast unpadded (50 GFLOP/s either
 # way), at 512 it went from 50 to 88 GFLOP/s padded, and the padding costs the demo's first step compile time.
 PAD_FROM = 256
-# Rows of x from which x W^T reads a transposed copy of W (below: a decoding step's one row, where copying W would
-# cost as much as the product itself).
-STREAM_FROM = 16
+# Rows of x from which x W^T reads a transposed copy of W. Fewer rows, as in generation's forward passes over a
+# window of at most context_length tokens (one token when decoding), read W as it is: copying W^T each pass costs
+# more than streaming saves (M's 64-token window, tinyref.runtime.kernelopts' block of dot products: 287 instead of
+# 253 tokens/s). A training step has B x T rows (128 at the demo's shape).
+STREAM_FROM = 128
 
 
 def padded(t: Tensor) -> Tensor:
@@ -58,7 +60,7 @@ def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     """x W^T + b for W (out, in): a ``product`` with W^T, copied once a step (in x out floats, against rows x in x
     out multiply-adds), and W itself for x's gradient dy W; W's gradient flows through the copy, (x^T dy)^T."""
     if prod(x.shape[:-1]) < STREAM_FROM:
-        y = x @ w.T                                           # (..., in) @ (in, out): a few rows, nothing copied
+        y = x @ w.T                                           # (..., in) @ (in, out): a short window, nothing copied
     else:
         y = product(x, w.T.contiguous(), w)                   # (..., out)
     return y if b is None else y + b

@@ -8,8 +8,10 @@ pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous alo
 ``n`` (its rows stream) and the other, ``A``, does not move along ``n``, upcast ``n`` and a second
 output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
 in the CPU's vector registers, and split the rest over the CPU threads. tinyref's model computes every
-product of training in that form (tinyref.linear.product). A sum down columns (a bias gradient, an
-embedding's one-hot gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU
+product of a training step in that form (tinyref.linear.product). A matmul whose operands are both contiguous
+along the sum (a linear layer's forward ``x @ w.T`` over a short window, when generating) gets, while the sum is
+of middling length, a block of dot products sized to the vector registers; a sum down columns (a bias gradient,
+an embedding's one-hot gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU
 other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
 CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into 8-lane vectors,
 where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a one-line patch to tinygrad's coalescer), so that the
@@ -29,14 +31,27 @@ from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
 # names this rule in the program cache's keys (and `tinyref check`'s table): a changed rule recompiles
-RULE = "tiles-8-onehot-rows-wide-elementwise-swap-streaming"
+RULE = "tiles-8-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
 # its cold first step took 6.0 instead of 7.3 s, at 1.58 instead of 1.62 ms a step (2^17: 5.2 s but
 # 1.76 ms; 2^18: 4.4 s but 2.46 ms; no opts at all, NOOPT=1: 2.6 s but 6.9 ms).
 SMALL_KERNEL = 1 << 16
-# 8-lane elementwise kernels compile slower than 4-lane ones (M's first step: 0.7 s); from this many elements (`tinyref check`'s
+# The dot-product block, by the CPU's vector registers: (rows of A, rows of B, shortest and longest reduce). With 32
+# registers (AVX-512), 16 x 8 dot products with the reduce unrolled by 4; one thread, on an AVX-512 Xeon: 62-68
+# GFLOP/s at the S-L layers' x @ w.T (K 128-256), 53 at K = 1024, where 4 x 16 (BEAM's choice on a 16-register AVX2
+# CPU) ran at 33-38 and tinygrad's own 4 x 4 at 35. 16 x 8 reads 24 rows of K floats per block, which stay in a
+# 48 KB L1 data cache up to K = 256 and in L2 beyond, still well ahead of the alternatives up to K = 1024; at an
+# attention head's K = 32 (q k^T and its gradient dy v^T) it took L's 12 such products from 35 to 27 ms. With 16
+# registers, the 4 x 16 block, whose 20 rows stay in a 32 KB L1 up to K = 256; below K = 64 its 64 final horizontal
+# sums cost more than the reduce they end.
+DOT_BLOCKS = {32: (16, 8, 32, 1024), 16: (4, 16, 64, 256)}
+# The 16 x 8 block is twice the 4 x 16 block's code, and LLVM takes longer than twice as long on it: the demo's first
+# step compiled 0.7 s slower with it. Below this many points (outputs x reduce: the demo's largest product has 2^19,
+# `tinyref check`'s MLP product 2^20, M's smallest forward product 2^23) a kernel gets the 4 x 16 block.
+BIG_DOT = 1 << 20
+# 8-lane elementwise kernels compile slower too (M's first step: 0.7 s); from this many elements (`tinyref check`'s
 # MLP hidden layer; the demo's largest has 2^14) they get 8 lanes, the small ones keep tinygrad's 4.
 WIDE_ELEMENTWISE = 1 << 16
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
@@ -69,6 +84,31 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
                 for tm, tn in tiles(vector_registers(), vector_width()):
                     if k.full_shape[n] % tn == 0 and k.full_shape[m] % tm == 0:
                         return n, tn, m, tm
+    return None
+
+
+def dot_block(points: int = BIG_DOT) -> tuple[int, int, int, int]:
+    """(rows of A, rows of B, shortest and longest reduce) of the dot-product block for this CPU's vector registers
+    and a kernel of ``points`` (outputs x reduce)."""
+    return DOT_BLOCKS[vector_registers() if points >= BIG_DOT else 16]
+
+
+def dot_axes(k) -> tuple[int, int] | None:
+    """(m, n) for a float32 matmul kernel ``k`` whose operands are both contiguous along the reduce axis (a
+    dot product per output, as in a linear layer's forward ``x @ w.T``), when the block's rows of A and of B
+    divide the axes m and n they move along (n: contiguous in the output) and 4 divides the reduce; else None."""
+    if (strides := matmul_strides(k)) is None:
+        return None
+    (r,) = k.axes_of(AxisType.REDUCE)
+    rows_a, rows_b, shortest, longest = dot_block(prod(k.full_shape))
+    if strides[r] != [1, 1, 0] or k.full_shape[r] % 4 or not shortest <= k.full_shape[r] <= longest:
+        return None
+    axes = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
+    for b in (0, 1):
+        for n in (a for a in axes if strides[a][b] != 0 and strides[a][1 - b] == 0 and strides[a][2] == 1):
+            for m in (a for a in axes if strides[a][b] == 0 and strides[a][1 - b] != 0 and strides[a][2] != 0):
+                if k.full_shape[n] % rows_b == 0 and k.full_shape[m] % rows_a == 0:
+                    return m, n
     return None
 
 
@@ -111,6 +151,23 @@ def split_over_threads(k) -> None:
         if axis is not None and prod(k.full_shape) // (128 << 10) >= threads:   # tinygrad's ~128K operations a thread
             k.apply_opt(Opt(OptOps.THREAD, axis, threads))
             return
+
+
+def dot_tiled_matmul(k):
+    """A copy of ``k`` computing a block of dot products at once (``dot_block``) with the reduce unrolled by 4,
+    split over threads; or None (not a dot-product matmul)."""
+    if (found := dot_axes(k)) is None:
+        return None
+    m, n = found
+    rows_a, rows_b, _, _ = dot_block(prod(k.full_shape))
+    k = k.copy()
+    n_loop = k.rngs[n]
+    k.apply_opt(Opt(OptOps.UPCAST, m, rows_a))
+    for part in (4, rows_b // 4) if rows_b > 8 else (rows_b,):   # 16 as BEAM has it, two upcasts of 4; 8 as one
+        k.apply_opt(Opt(OptOps.UPCAST, axis_now(k, n_loop, n), part))
+    split_over_threads(k)
+    k.apply_opt(Opt(OptOps.UNROLL, 0, 4))
+    return k
 
 
 def swap_loops(k, a: int, b: int) -> None:
@@ -180,12 +237,13 @@ def wide_elementwise(k, chosen):
 
 def hand_coded_optimizations(k):
     """tinygrad's heuristic, except on CPUs: no opts for a small kernel, and on x86-64 the register tile
-    for a streaming float32 matmul, vectors for a column sum, 8-lane vectors for an elementwise kernel."""
+    for a streaming float32 matmul, the dot-product block for a forward one, vectors for a column sum,
+    8-lane vectors for an elementwise kernel."""
     if k.ren.target.device == "CPU" and prod(k.full_shape) < SMALL_KERNEL:
         return k
     if vector_registers() and k.ren.has_threads and k.ren.target.device == "CPU":
         try:
-            if (tiled := tiled_matmul(k) or vector_column_sum(k)) is not None:
+            if (tiled := tiled_matmul(k) or dot_tiled_matmul(k) or vector_column_sum(k)) is not None:
                 return tiled
             return wide_elementwise(k, TINYGRAD_CHOICE(k))   # tinygrad's heuristic optimises a copy of k
         except KernelOptError:   # an opt tinygrad refuses for this kernel: its own choice instead
