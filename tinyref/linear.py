@@ -11,7 +11,7 @@ ROW_PAD = 16
 PAD_FROM = 256
 # Rows of x from which x W^T reads a transposed copy of W. Fewer rows, as in generation's forward passes over a
 # window of at most context_length tokens (one token when decoding), read W as it is: copying W^T each pass costs
-# more than streaming saves (M's 64-token window, tinyref.runtime.kernelopts' block of dot products: 287 instead of
+# more than streaming saves (M's 64-token window, tinyref.runtime.kernelopts' block of dot products: 290 instead of
 # 253 tokens/s). A training step has B x T rows (128 at the demo's shape).
 STREAM_FROM = 128
 
