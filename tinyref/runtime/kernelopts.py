@@ -42,14 +42,14 @@ SMALL_KERNEL = 1 << 16
 # registers (AVX-512), 16 x 8 dot products with the reduce unrolled by 4; one thread, on an AVX-512 Xeon: 62-68
 # GFLOP/s at the S-L layers' x @ w.T (K 128-256), 53 at K = 1024, where 4 x 16 (BEAM's choice on a 16-register AVX2
 # CPU) ran at 33-38 and tinygrad's own 4 x 4 at 35. 16 x 8 reads 24 rows of K floats per block, which stay in a
-# 48 KB L1 data cache up to K = 256 and in L2 beyond, still well ahead of the alternatives up to K = 1024; at an
-# attention head's K = 32 (q k^T and its gradient dy v^T) it took L's 12 such products from 35 to 27 ms. With 16
+# 48 KB L1 data cache up to K = 256 and in L2 beyond, still well ahead of the alternatives up to K = 1024. With 16
 # registers, the 4 x 16 block, whose 20 rows stay in a 32 KB L1 up to K = 256; below K = 64 its 64 final horizontal
-# sums cost more than the reduce they end.
+# sums cost more than the reduce they end. A training step streams every product (tinyref.linear.product): the
+# blocks serve the forward passes of generation, over windows shorter than tinyref.linear.STREAM_FROM rows.
 DOT_BLOCKS = {32: (16, 8, 32, 1024), 16: (4, 16, 64, 256)}
-# The 16 x 8 block is twice the 4 x 16 block's code, and LLVM takes longer than twice as long on it: the demo's first
-# step compiled 0.7 s slower with it. Below this many points (outputs x reduce: the demo's largest product has 2^19,
-# `tinyref check`'s MLP product 2^20, M's smallest forward product 2^23) a kernel gets the 4 x 16 block.
+# The 16 x 8 block is twice the 4 x 16 block's code, and LLVM takes longer than twice as long on it (a step whose
+# forward products all took it compiled 0.7 s slower). Below this many points (outputs x reduce: M's 64-token
+# window's products have 2^20 to 2^22) a kernel gets the 4 x 16 block.
 BIG_DOT = 1 << 20
 # 8-lane elementwise kernels compile slower too (M's first step: 0.7 s); from this many elements (`tinyref check`'s
 # MLP hidden layer; the demo's largest has 2^14) they get 8 lanes, the small ones keep tinygrad's 4.
