@@ -175,7 +175,7 @@ def test_the_comparison_catches_one_wrong_element():
 
 def test_tiles_fit_the_registers():
     for registers in (16, 32):
-        for lanes in (4, 8):
+        for lanes in (4, 8, 16):
             for m, n in kernelopts.tiles(registers, lanes):
                 assert n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers
     (m16, n16), (m32, n32) = kernelopts.tiles(16, 8)[0], kernelopts.tiles(32, 8)[0]
@@ -202,7 +202,8 @@ def elementwise_opts(monkeypatch, make):
     return out, [(o.op, o.arg) for o in chosen[0].applied_opts if o.op is OptOps.UPCAST]
 
 
-@pytest.mark.skipif(kernelopts.vector_width() < 8, reason="8-lane float32 stores are not in use here")
+@pytest.mark.skipif(kernelopts.vector_width(Device[current_device()].renderer) < 8,
+                    reason="8-lane float32 stores are not in use here")
 def test_a_float32_elementwise_kernel_computes_in_8_lane_vectors_and_agrees(monkeypatch):
     """tinygrad upcasts an elementwise kernel by 4; a float32 one gets 8, the same math."""
     x = np.random.default_rng(5).standard_normal((256, 512)).astype(np.float32)

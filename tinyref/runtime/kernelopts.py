@@ -13,9 +13,9 @@ along the sum (a linear layer's forward ``x @ w.T`` over a short window, when ge
 of middling length, a block of dot products sized to the vector registers; a sum down columns (a bias gradient,
 an embedding's one-hot gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU
 other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
-CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into 8-lane vectors,
-where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a one-line patch to tinygrad's coalescer), so that the
-tiles compute in 8-lane registers.
+CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into vectors as wide as the
+registers (8 lanes, 16 for LLVM's kernels with AVX-512), where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a
+one-line patch to tinygrad's coalescer), so that the tiles compute in whole registers.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
 # names this rule in the program cache's keys (and `tinyref check`'s table): a changed rule recompiles
-RULE = "tiles-8-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
+RULE = "tiles-16-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -54,6 +54,9 @@ BIG_DOT = 1 << 20
 # 8-lane elementwise kernels compile slower too (M's first step: 0.7 s); from this many elements (`tinyref check`'s
 # MLP hidden layer; the demo's largest has 2^14) they get 8 lanes, the small ones keep tinygrad's 4.
 WIDE_ELEMENTWISE = 1 << 16
+# 8 with AVX-512's 16-lane registers too: 16 lanes compiled M's first step 1.2 s slower and ran no faster (one thread:
+# M's elementwise kernels 20.1 ms with 8 lanes, 20.7 with 16; L's 85.8 and 88.7).
+ELEMENTWISE_LANES = 8
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
 # 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
@@ -81,7 +84,7 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
     for b in (0, 1):   # n: contiguous in B and in the output, absent from A; m: moves A, not B
         for n in (a for a in axes if strides[a][b] == 1 and strides[a][1 - b] == 0 and strides[a][2] == 1):
             for m in (a for a in axes if a != n and strides[a][b] == 0 and strides[a][1 - b] != 0):
-                for tm, tn in tiles(vector_registers(), vector_width()):
+                for tm, tn in tiles(vector_registers(), vector_width(k.ren)):
                     if k.full_shape[n] % tn == 0 and k.full_shape[m] % tm == 0:
                         return n, tn, m, tm
     return None
@@ -220,18 +223,18 @@ def vector_column_sum(k):
 
 def wide_elementwise(k, chosen):
     """For a float32 elementwise kernel ``k`` (no reduce) of at least WIDE_ELEMENTWISE elements to which tinygrad's
-    choice ``chosen`` gives one upcast, of 4, a copy of ``k`` with the same opts but that upcast 8, so that its math
-    (GELU's and softmax's exp, a division) runs in 8-lane vectors where stores fold 8 floats; else ``chosen``. At
-    L's step, one thread: its elementwise kernels took 78 instead of 100 ms."""
+    choice ``chosen`` gives one upcast, of 4, a copy of ``k`` with the same opts but that upcast ELEMENTWISE_LANES, so
+    that its math (GELU's and softmax's exp, a division) runs in 8-lane vectors where stores fold 8 floats or more;
+    else ``chosen``. At L's step, one thread: its elementwise kernels took 78 instead of 100 ms."""
     upcasts = [o for o in chosen.applied_opts if o.op is OptOps.UPCAST]
     stores = [u for u in k.ast.toposort() if u.op is Ops.STORE]
-    if (vector_width() < 8 or k.reduceop is not None or prod(k.full_shape) < WIDE_ELEMENTWISE
+    if (vector_width(k.ren) < 8 or k.reduceop is not None or prod(k.full_shape) < WIDE_ELEMENTWISE
             or len(upcasts) != 1 or upcasts[0].arg != 4
             or any(s.src[0].dtype != dtypes.float for s in stores)):
         return chosen
     wide = k.copy()
     for o in chosen.applied_opts:
-        wide.apply_opt(Opt(o.op, o.axis, 8) if o is upcasts[0] else o)
+        wide.apply_opt(Opt(o.op, o.axis, ELEMENTWISE_LANES) if o is upcasts[0] else o)
     return wide
 
 

@@ -1,9 +1,11 @@
-"""How wide the vectors of tinygrad's CPU kernels are: the CPU's vector registers, and an 8-lane float32 store.
+"""How wide the vectors of tinygrad's CPU kernels are: the CPU's vector registers, and float32 stores as wide as them.
 
 tinygrad folds a kernel's float32 loads and stores into vectors of at most 4 lanes on every device (one line of
 its ``memory_coalescing``), and LLVM then computes in vectors as wide as those; an x86-64 CPU with AVX2 has
-8-lane registers. ``wide_coalescing`` is tinygrad's own function with that one line asking ``float32_widths``
-first; tinyref.runtime.kernelopts installs it with its register tiles, which it sizes by ``vector_width``.
+8-lane registers, one with AVX-512 16. ``wide_coalescing`` is tinygrad's own function with that one line asking
+``float32_widths`` first; tinyref.runtime.kernelopts installs it with its register tiles, which it sizes by
+``vector_width``. An LLVM vector store wider than the 32 bytes tinygrad's CPU allocator aligns buffers to says so
+(``store_alignment``), where it would otherwise claim its own width.
 """
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ from functools import cache
 import tinygrad.codegen as codegen
 import tinygrad.codegen.late.coalesce as coalesce
 from tinygrad.dtype import dtypes
+import tinygrad.renderer.llvmir as llvmir
 from tinygrad.renderer.cstyle import ClangRenderer
 from tinygrad.renderer.llvmir import CPULLVMRenderer
-from tinygrad.uop.ops import Ops
+from tinygrad.uop.ops import Ops, PatternMatcher, UPat
 
 # tinygrad folds the float32 loads and stores of a kernel into vectors of at most 4 lanes, on every device, in this
 # line of its memory_coalescing; LLVM then computes in vectors as wide as those. An x86-64 CPU with AVX2 has
-# 8-lane registers (AVX-512 has 16, but tinygrad's CPU allocator promises 32-byte alignment: 8 lanes).
+# 8-lane registers, one with AVX-512 16.
 COALESCE_LINE = 'lengths = [8,4,2] if buf.dtype == dtypes.half and getenv("ALLOW_HALF8") else [4,2]'
-WIDE = (8, 4, 2)   # a fresh list of them each time: the coalescer appends to it
+# What tinygrad's CPU allocator promises of every buffer's address (its LLVM renderer says `align 32` of each).
+ALIGNMENT = 32
 
 
 @cache
@@ -39,15 +43,26 @@ def vector_registers(cpuinfo: str = "/proc/cpuinfo") -> int:
     return 0 if not {"avx2", "fma"} <= flags else 32 if "avx512f" in flags else 16
 
 
+def register_lanes(ren) -> int:
+    """float32 lanes of the vector registers that renderer ``ren``'s kernels compute in on this CPU: 16 for LLVM's
+    with AVX-512 (a register-tiled product, one thread: 107 -> 161 GFLOP/s), 8 for the others with AVX2 and FMA
+    (clang vectorises 16-lane stores 8 lanes at a time, and the tile sized for 16 lanes ran at 47 GFLOP/s against
+    64 sized for 8); 0 on other CPUs."""
+    if not vector_registers():
+        return 0
+    return 16 if vector_registers() == 32 and isinstance(ren, CPULLVMRenderer) else 8
+
+
 # --8<-- [start:wide]
 def float32_widths(ren, op, buf) -> list[int] | None:
-    """The vector widths tinygrad's coalescer may fold ``op`` (a LOAD or STORE of ``buf``) into: up to 8 lanes for
-    a float32 store on the CPU (clang or LLVM) of an x86-64 machine with AVX2 and FMA; None (tinygrad's) elsewhere.
-    Only stores: LLVM's vectoriser grows its vectors from the stores, so a register tile stored 8 lanes at a time
-    computes 8 lanes at a time (two 4-lane loads make one 8-lane operand), while 8-lane loads made it vectorise a
-    block of dot products across its outputs (a shuffle per element: 40 -> 18 GFLOP/s)."""
+    """The vector widths tinygrad's coalescer may fold ``op`` (a LOAD or STORE of ``buf``) into: up to a register's
+    lanes for a float32 store on the CPU (clang or LLVM) of an x86-64 machine with AVX2 and FMA (8, or 16 with
+    AVX-512); None (tinygrad's) elsewhere. Only stores: LLVM's vectoriser grows its vectors from the stores, so a
+    register tile stored 16 lanes at a time computes 16 lanes at a time (four 4-lane loads make one operand), while
+    8-lane loads made it vectorise a block of dot products across its outputs (a shuffle per element: 40 -> 18
+    GFLOP/s)."""
     wide = op is Ops.STORE and buf.dtype == dtypes.float and isinstance(ren, (ClangRenderer, CPULLVMRenderer))
-    return list(WIDE) if wide and vector_registers() else None
+    return [w for w in (16, 8, 4, 2) if w <= register_lanes(ren)] if wide and register_lanes(ren) else None
 
 
 @cache
@@ -65,12 +80,34 @@ def wide_coalescing():
 # --8<-- [end:wide]
 
 
-def vector_width() -> int:
-    """float32 lanes in one vector of tinygrad's CPU kernels: 8 with the wide coalescer installed, else 4."""
-    return WIDE[0] if wide_coalescing() is not None and codegen.memory_coalescing is wide_coalescing() else 4
+# --8<-- [start:aligned]
+def store_alignment(line: str | None, stored) -> str | None:
+    """tinygrad's LLVM IR ``line`` for a store of ``stored`` (a STORE), told that its address is aligned to ALIGNMENT
+    bytes where the vector is wider: without it LLVM takes a vector store's own width (64 bytes for 16 float32
+    lanes) as its alignment and emits a move that faults on an address that is only 32-byte aligned."""
+    width = stored.src[1].dtype.itemsize * stored.src[0].max_numel()
+    return f"{line}, align {ALIGNMENT}" if line and line.lstrip().startswith("store ") and width > ALIGNMENT else line
+
+
+@cache
+def aligned_llvm_stores() -> PatternMatcher:
+    """tinygrad's LLVM renderer's rules, each STORE's line passed through ``store_alignment``."""
+    return PatternMatcher([(UPat(Ops.STORE, name="x"), lambda ctx, x: store_alignment(llvmir.base_rewrite.rewrite(x, ctx), x))]) \
+        + llvmir.base_rewrite
+
+# --8<-- [end:aligned]
+
+
+def vector_width(ren) -> int:
+    """float32 lanes in one vector of renderer ``ren``'s CPU kernels: ``register_lanes`` with the wide coalescer
+    installed, else 4."""
+    installed = wide_coalescing() is not None and codegen.memory_coalescing is wide_coalescing()
+    return register_lanes(ren) if installed and register_lanes(ren) else 4
 
 
 def install() -> None:
-    """Use the wide coalescer in this process, where this tinygrad has the line it replaces. Idempotent."""
+    """Use the wide coalescer in this process, with LLVM's CPU stores saying their alignment, where this tinygrad
+    has the line it replaces. Idempotent."""
     if wide_coalescing() is not None:
         codegen.memory_coalescing = wide_coalescing()
+        CPULLVMRenderer.string_rewrite = aligned_llvm_stores()
