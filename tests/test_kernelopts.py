@@ -1,7 +1,8 @@
 """tinyref.runtime.kernelopts: the register tile goes to the matmuls whose operand streams rows (the
 backward's two products of a linear layer, and all three of tinyref's in training, tinyref.linear), a block of
 dot products to a forward product whose reduce fits the rule, 16 columns at a time to a sum down columns, 8-lane
-vectors to a float32 elementwise kernel, tinygrad's own choice to every other kernel,
+vectors to a float32 elementwise kernel and every thread to one tinygrad leaves on one, tinygrad's own choice to every
+other kernel,
 and the numbers do not change: each result agrees with NumPy's float64 one.
 
 Kernels are compiled in this process (PARALLEL=0), at shapes no other test uses, so the choice of
@@ -211,6 +212,30 @@ def test_a_float32_elementwise_kernel_computes_in_8_lane_vectors_and_agrees(monk
     assert upcasts == [(OptOps.UPCAST, 8)], upcasts
     expected = 1 / (1 + np.exp(-1.5 * x.astype(np.float64)))
     assert (m := compare("sigmoid(1.5 x)", out, expected, FLOAT32)) is None, m
+
+
+def test_an_elementwise_kernel_tinygrad_leaves_on_one_thread_is_split_over_the_threads_and_agrees(monkeypatch):
+    """768 x 256 elements (AdamW's first moment of a c_attn weight at L's size): below tinygrad's 128K operations a
+    thread, so on one, while tinyref splits it over the CPU's threads, with the same math. Negative control: tinygrad's
+    own choice, for a kernel of the same kind (a shape of its own, so that nothing comes from the cache), has no split."""
+    if (threads := Device[current_device()].renderer.global_max[0]) < 2:
+        pytest.skip(f"{threads} CPU thread here: nothing to split over")
+    rng = np.random.default_rng(8)
+
+    def moment(shape):
+        m, g = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+        return (lambda: Tensor(m) * 0.9 + Tensor(g) * 0.1), 0.9 * m.astype(np.float64) + 0.1 * g
+
+    def split(chosen):
+        assert len(chosen) == 1, f"expected one kernel, compiled {len(chosen)}"
+        return [o.arg for o in chosen[0].applied_opts if o.op is OptOps.THREAD]
+
+    make, expected = moment((768, 256))
+    out, chosen = compiled_kernels(monkeypatch, make)
+    assert split(chosen) == [threads], chosen[0].applied_opts
+    assert (m := compare("0.9 m + 0.1 g", out, expected, FLOAT32)) is None, m
+    make, _ = moment((760, 256))
+    assert split(compiled_kernels(monkeypatch, make, kernelopts.TINYGRAD_CHOICE)[1]) == []
 
 
 def test_an_integer_elementwise_kernel_keeps_tinygrads_choice(monkeypatch):

@@ -15,7 +15,8 @@ an embedding's one-hot gradient) reads a vector of columns at a time. Every othe
 other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
 CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into vectors as wide as the
 registers (8 lanes, 16 for LLVM's kernels with AVX-512), where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a
-one-line patch to tinygrad's coalescer), so that the tiles compute in whole registers.
+one-line patch to tinygrad's coalescer), so that the tiles compute in whole registers; and an elementwise kernel
+that tinygrad would leave on one thread is split over them all.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
 # names this rule in the program cache's keys (and `tinyref check`'s table): a changed rule recompiles
-RULE = "tiles-16-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
+RULE = "tiles-16-threads-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
@@ -57,6 +58,11 @@ WIDE_ELEMENTWISE = 1 << 16
 # 8 with AVX-512's 16-lane registers too: 16 lanes compiled M's first step 1.2 s slower and ran no faster (one thread:
 # M's elementwise kernels 20.1 ms with 8 lanes, 20.7 with 16; L's 85.8 and 88.7).
 ELEMENTWISE_LANES = 8
+# tinygrad splits a kernel over threads from 128K operations a thread, which leaves an elementwise kernel of up to
+# 256K elements (AdamW's updates of L's 768 x 256 and 256 x 256 weights) on one core while the other waits; each
+# element is a load and a store, and a second core brings its own caches: from 32K elements a thread, L's kernel time
+# on one thread fell from 12 to 1.1 ms a step, and its step from 201 to 191 ms.
+ELEMENTWISE_PER_THREAD = 1 << 15
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
 # 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
@@ -147,11 +153,12 @@ def output_only_axis(k, n: int) -> int | None:
                  if a != n and not any(strides[a][i] for i in summed) and k.full_shape[a] % ONE_HOT_ROWS == 0), None)
 
 
-def split_over_threads(k) -> None:
-    """Split ``k``'s first output axis that divides evenly over the CPU's threads, as tinygrad would."""
+def split_over_threads(k, per_thread: int = 128 << 10) -> None:
+    """Split ``k``'s first output axis that divides evenly over the CPU's threads, as tinygrad would: each thread
+    gets at least ``per_thread`` points (tinygrad's ~128K operations a thread by default)."""
     for threads in range(k.ren.global_max[0] if k.ren.global_max else 1, 1, -1):
         axis = next((a for a in k.axes_of(AxisType.WEAK) if k.full_shape[a] % threads == 0), None)
-        if axis is not None and prod(k.full_shape) // (128 << 10) >= threads:   # tinygrad's ~128K operations a thread
+        if axis is not None and prod(k.full_shape) // per_thread >= threads:
             k.apply_opt(Opt(OptOps.THREAD, axis, threads))
             return
 
@@ -238,17 +245,32 @@ def wide_elementwise(k, chosen):
     return wide
 
 
+def threaded_elementwise(k, chosen):
+    """For an elementwise kernel ``k`` (no reduce) of at least WIDE_ELEMENTWISE elements that ``chosen`` (its opts)
+    leaves on one thread, a copy with the same opts split over the CPU's threads from ELEMENTWISE_PER_THREAD elements
+    a thread; else ``chosen``."""
+    threads = any(o.op is OptOps.THREAD for o in chosen.applied_opts)
+    if k.reduceop is not None or prod(k.full_shape) < WIDE_ELEMENTWISE or threads:
+        return chosen
+    threaded = k.copy()
+    for o in chosen.applied_opts:
+        threaded.apply_opt(o)
+    split_over_threads(threaded, ELEMENTWISE_PER_THREAD)
+    return threaded
+
+
 def hand_coded_optimizations(k):
     """tinygrad's heuristic, except on CPUs: no opts for a small kernel, and on x86-64 the register tile
     for a streaming float32 matmul, the dot-product block for a forward one, vectors for a column sum,
-    8-lane vectors for an elementwise kernel."""
+    8-lane vectors and every thread for an elementwise kernel."""
     if k.ren.target.device == "CPU" and prod(k.full_shape) < SMALL_KERNEL:
         return k
     if vector_registers() and k.ren.has_threads and k.ren.target.device == "CPU":
         try:
             if (tiled := tiled_matmul(k) or dot_tiled_matmul(k) or vector_column_sum(k)) is not None:
                 return tiled
-            return wide_elementwise(k, TINYGRAD_CHOICE(k))   # tinygrad's heuristic optimises a copy of k
+            # tinygrad's heuristic optimises a copy of k
+            return threaded_elementwise(k, wide_elementwise(k, TINYGRAD_CHOICE(k)))
         except KernelOptError:   # an opt tinygrad refuses for this kernel: its own choice instead
             pass
     return TINYGRAD_CHOICE(k)
