@@ -32,13 +32,17 @@ from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
 # names this rule in the program cache's keys (and `tinyref check`'s table): a changed rule recompiles
-RULE = "tiles-16-threads-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
+RULE = "tiles-16-from-2e22-threads-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
 # microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
 # to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
 # its cold first step took 6.0 instead of 7.3 s, at 1.58 instead of 1.62 ms a step (2^17: 5.2 s but
 # 1.76 ms; 2^18: 4.4 s but 2.46 ms; no opts at all, NOOPT=1: 2.6 s but 6.9 ms).
 SMALL_KERNEL = 1 << 16
+# A tile sized for 16 lanes (8 x 32: 256 accumulators, against 8 x 16's 128) doubles the code tinygrad generates for
+# a kernel, and the demo's first step took 8.6 instead of 6.6 s; its products (up to 2^19 points, outputs x reduce)
+# keep tiles sized for 8 lanes, computed 16 lanes at a time where the stores fold 16. M's and L's have 2^23 and more.
+WIDE_TILE = 1 << 22
 # The dot-product block, by the CPU's vector registers: (rows of A, rows of B, shortest and longest reduce). With 32
 # registers (AVX-512), 16 x 8 dot products with the reduce unrolled by 4; one thread, on an AVX-512 Xeon: 62-68
 # GFLOP/s at the S-L layers' x @ w.T (K 128-256), 53 at K = 1024, where 4 x 16 (BEAM's choice on a 16-register AVX2
@@ -80,6 +84,12 @@ def tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
     return sorted(shapes, key=lambda s: (-s[0] * s[1], -s[0]))
 
 
+def tile_lanes(k) -> int:
+    """The float32 lanes the register tile of ``k`` is sized for: ``vector_width`` (16 with AVX-512 for LLVM), but
+    at most 8 below WIDE_TILE points."""
+    return vector_width(k.ren) if prod(k.full_shape) >= WIDE_TILE else min(vector_width(k.ren), 8)
+
+
 # --8<-- [start:rule]
 def tile_axes(k) -> tuple[int, int, int, int] | None:
     """(n, tile along n, m, tile along m) for a float32 matmul kernel ``k`` whose operand B streams rows
@@ -90,7 +100,7 @@ def tile_axes(k) -> tuple[int, int, int, int] | None:
     for b in (0, 1):   # n: contiguous in B and in the output, absent from A; m: moves A, not B
         for n in (a for a in axes if strides[a][b] == 1 and strides[a][1 - b] == 0 and strides[a][2] == 1):
             for m in (a for a in axes if a != n and strides[a][b] == 0 and strides[a][1 - b] != 0):
-                for tm, tn in tiles(vector_registers(), vector_width(k.ren)):
+                for tm, tn in tiles(vector_registers(), tile_lanes(k)):
                     if k.full_shape[n] % tn == 0 and k.full_shape[m] % tm == 0:
                         return n, tn, m, tm
     return None
