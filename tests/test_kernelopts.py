@@ -11,6 +11,9 @@ tinygrad's choice (and still compute the product), and the comparison must catch
 """
 from __future__ import annotations
 
+from math import prod
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from tinygrad import Context, Device, Tensor, nn
@@ -181,6 +184,17 @@ def test_tiles_fit_the_registers():
                 assert n % lanes == 0 and m * n // lanes + n // lanes + 1 <= registers
     (m16, n16), (m32, n32) = kernelopts.tiles(16, 8)[0], kernelopts.tiles(32, 8)[0]
     assert m16 * n16 < m32 * n32
+
+
+def test_tiles_are_sized_for_16_lanes_from_wide_tile_points(monkeypatch):
+    """With 16-lane vectors (LLVM, AVX-512) a kernel of WIDE_TILE points or more gets a tile sized for them, a smaller
+    one a tile sized for 8 lanes; with 8-lane vectors every tile is sized for 8."""
+    ren = Device[current_device()].renderer
+    big, small = (SimpleNamespace(full_shape=shape, ren=ren) for shape in ((256, 128, 128), (256, 128, 64)))
+    assert prod(big.full_shape) == kernelopts.WIDE_TILE == 2 * prod(small.full_shape)
+    for lanes, expected in ((16, (16, 8)), (8, (8, 8))):
+        monkeypatch.setattr(kernelopts, "vector_width", lambda ren, lanes=lanes: lanes)
+        assert (kernelopts.tile_lanes(big), kernelopts.tile_lanes(small)) == expected, lanes
 
 
 def test_a_weight_gradient_walks_the_narrower_operand_in_its_inner_loop_and_agrees(monkeypatch):
