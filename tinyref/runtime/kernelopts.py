@@ -65,7 +65,7 @@ ELEMENTWISE_LANES = 8
 # tinygrad splits a kernel over threads from 128K operations a thread, which leaves an elementwise kernel of up to
 # 256K elements (AdamW's updates of L's 768 x 256 and 256 x 256 weights) on one core while the other waits; each
 # element is a load and a store, and a second core brings its own caches: from 32K elements a thread, L's kernel time
-# on one thread fell from 12 to 1.1 ms a step, and its step from 201 to 191 ms.
+# on one thread fell from 12 to 1.1 ms a step, and its step from 204 to 199 ms (medians of four alternating pairs).
 ELEMENTWISE_PER_THREAD = 1 << 15
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
 # (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
