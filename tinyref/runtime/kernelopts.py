@@ -1,22 +1,21 @@
 """Register-tiled CPU matmuls: tinyref's choice of tinygrad kernel optimisations for matrix products.
 
-tinygrad picks each kernel's optimisations (``Opt``: upcast an axis, unroll the reduce, split over
-threads) with a hand-written heuristic, ``hand_coded_optimizations``, unless a BEAM search is
-asked for. For a CPU matmul it takes a 4x4 tile with the reduce unrolled by 4 whatever the layout,
-which runs at a fraction of what the vector unit can do. This module replaces that choice for one
-pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is contiguous along an output axis
-``n`` (its rows stream) and the other, ``A``, does not move along ``n``, upcast ``n`` and a second
-output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
-in the CPU's vector registers, and split the rest over the CPU threads. tinyref's model computes every
-product of a training step in that form (tinyref.linear.product). A matmul whose operands are both contiguous
-along the sum (a linear layer's forward ``x @ w.T`` over a short window, when generating) gets, while the sum is
-of middling length, a block of dot products sized to the vector registers; a sum down columns (a bias gradient,
-an embedding's one-hot gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU
-other than an x86-64 one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small
-CPU kernel gets none (SMALL_KERNEL). On those CPUs, float32 stores may also fold into vectors as wide as the
-registers (8 lanes, 16 for LLVM's kernels with AVX-512), where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a
-one-line patch to tinygrad's coalescer), so that the tiles compute in whole registers; and an elementwise kernel
-that tinygrad would leave on one thread is split over them all.
+tinygrad picks each kernel's optimisations (``Opt``: upcast an axis, unroll the reduce, split over threads) with a
+hand-written heuristic, ``hand_coded_optimizations``, unless a BEAM search is asked for. For a CPU matmul it takes a
+4x4 tile with the reduce unrolled by 4 whatever the layout, which runs at a fraction of what the vector unit can do.
+This module replaces that choice for one pattern, by rule: the BLAS micro-kernel. When an operand ``B`` is
+contiguous along an output axis ``n`` (its rows stream) and the other, ``A``, does not move along ``n``, upcast
+``n`` and a second output axis ``m`` so that the m x n accumulators, one row of ``B`` and one broadcast of ``A`` fit
+in the CPU's vector registers, and split the rest over the CPU threads. tinyref's model computes every product of a
+training step in that form (tinyref.linear.product). A matmul whose operands are both contiguous along the sum (a
+linear layer's forward ``x @ w.T`` over a short window, when generating) gets, while the sum is of middling length,
+a block of dot products sized to the vector registers; a sum down columns (a bias gradient, an embedding's one-hot
+gradient) reads a vector of columns at a time. Every other kernel, device and dtype, every CPU other than an x86-64
+one with AVX2 and FMA, and every BEAM run keep tinygrad's own choice, and a small CPU kernel gets none
+(SMALL_KERNEL). On those CPUs, float32 stores may also fold into vectors as wide as the registers (8 lanes, 16 for
+LLVM's kernels with AVX-512), where tinygrad stops at 4 (tinyref.runtime.vectorwidth, a one-line patch to tinygrad's
+coalescer), so that the tiles compute in whole registers; and an elementwise kernel that tinygrad would leave on one
+thread is split over them all.
 """
 from __future__ import annotations
 
@@ -33,43 +32,34 @@ from .vectorwidth import vector_registers, vector_width
 
 # names this rule in the program cache's keys (and `tinyref check`'s table): a changed rule recompiles
 RULE = "tiles-16-from-2e22-threads-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
-# A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in
-# microseconds however it is optimised, while tinygrad's upcast and unrolled version of it takes longer
-# to generate and compile than it ever saves. Every kernel of the demo's step is this small: without opts
-# its cold first step took 6.0 instead of 7.3 s, at 1.58 instead of 1.62 ms a step (2^17: 5.2 s but
-# 1.76 ms; 2^18: 4.4 s but 2.46 ms; no opts at all, NOOPT=1: 2.6 s but 6.9 ms).
+# A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in microseconds
+# however it is optimised, while tinygrad's upcast and unrolled version of it takes longer to generate and compile
+# than it ever saves. The demo's step without opts for them: cold first step 6.0 instead of 7.3 s, 1.58 ms a step
+# instead of 1.62 (2^17: 5.2 s but 1.76 ms; 2^18: 4.4 s but 2.46 ms; NOOPT=1: 2.6 s but 6.9 ms).
 SMALL_KERNEL = 1 << 16
-# A tile sized for 16 lanes (8 x 32: 256 accumulators, against 8 x 16's 128) doubles the code tinygrad generates for
-# a kernel, and the demo's first step took 8.6 instead of 6.6 s; its products (up to 2^19 points, outputs x reduce)
-# keep tiles sized for 8 lanes, computed 16 lanes at a time where the stores fold 16. M's and L's have 2^23 and more.
+# A tile sized for 16 lanes (8 x 32) is twice the code of 8 x 16: the demo's first step took 8.6 instead of 6.4 s. Its
+# products (up to 2^19 points) keep 8-lane tiles, stored 16 lanes wide; M's and L's (2^23 and more) get 16-lane ones.
 WIDE_TILE = 1 << 22
 # The dot-product block, by the CPU's vector registers: (rows of A, rows of B, shortest and longest reduce). With 32
-# registers (AVX-512), 16 x 8 dot products with the reduce unrolled by 4; one thread, on an AVX-512 Xeon: 62-68
-# GFLOP/s at the S-L layers' x @ w.T (K 128-256), 53 at K = 1024, where 4 x 16 (BEAM's choice on a 16-register AVX2
-# CPU) ran at 33-38 and tinygrad's own 4 x 4 at 35. 16 x 8 reads 24 rows of K floats per block, which stay in a
-# 48 KB L1 data cache up to K = 256 and in L2 beyond, still well ahead of the alternatives up to K = 1024. With 16
-# registers, the 4 x 16 block, whose 20 rows stay in a 32 KB L1 up to K = 256; below K = 64 its 64 final horizontal
-# sums cost more than the reduce they end. A training step streams every product (tinyref.linear.product): the
-# blocks serve the forward passes of generation, over windows shorter than tinyref.linear.STREAM_FROM rows.
+# (AVX-512), 16 x 8 dot products, the reduce unrolled by 4: one thread, 62-68 GFLOP/s at x @ w.T for K 128-256, 53 at
+# K = 1024 (4 x 16, BEAM's choice on an AVX2 CPU: 33-38; tinygrad's 4 x 4: 35); its 24 rows of K floats stay in a
+# 48 KB L1 up to K = 256. With 16, 4 x 16, whose 20 rows stay in a 32 KB L1 up to K = 256 (below K = 64 its 64 final
+# horizontal sums cost more than the reduce). They serve generation's forward passes over windows shorter than
+# tinyref.linear.STREAM_FROM rows; a training step streams every product (tinyref.linear.product).
 DOT_BLOCKS = {32: (16, 8, 32, 1024), 16: (4, 16, 64, 256)}
-# The 16 x 8 block is twice the 4 x 16 block's code, and LLVM takes longer than twice as long on it (a step whose
-# forward products all took it compiled 0.7 s slower). Below this many points (outputs x reduce: M's 64-token
-# window's products have 2^20 to 2^22) a kernel gets the 4 x 16 block.
+# The 16 x 8 block is twice the 4 x 16 block's code, and LLVM takes over twice as long on it (a step compiled 0.7 s
+# slower). Below this many points (M's 64-token window's products have 2^20 to 2^22) a kernel gets the 4 x 16 block.
 BIG_DOT = 1 << 20
 # 8-lane elementwise kernels compile slower too (M's first step: 0.7 s); from this many elements (`tinyref check`'s
 # MLP hidden layer; the demo's largest has 2^14) they get 8 lanes, the small ones keep tinygrad's 4.
 WIDE_ELEMENTWISE = 1 << 16
-# 8 with AVX-512's 16-lane registers too: 16 lanes compiled M's first step 1.2 s slower and ran no faster (one thread:
-# M's elementwise kernels 20.1 ms with 8 lanes, 20.7 with 16; L's 85.8 and 88.7).
+# 8 with AVX-512 too: 16 compiled M's first step 1.2 s slower and ran no faster (one thread, M: 20.7 ms, 20.1 with 8).
 ELEMENTWISE_LANES = 8
-# tinygrad splits a kernel over threads from 128K operations a thread, which leaves an elementwise kernel of up to
-# 256K elements (AdamW's updates of L's 768 x 256 and 256 x 256 weights) on one core while the other waits; each
-# element is a load and a store, and a second core brings its own caches: from 32K elements a thread, L's kernel time
-# on one thread fell from 12 to 1.1 ms a step, and its step from 204 to 199 ms (medians of four alternating pairs).
+# tinygrad threads a kernel from 128K operations a thread, leaving elementwise kernels of up to 256K elements (AdamW's
+# updates of L's 768 x 256 weights) on one core. From 32K a thread: L's step 204 -> 199 ms (medians of 4 pairs).
 ELEMENTWISE_PER_THREAD = 1 << 15
 # A one-hot sum (an embedding's gradient) computes 4 of its rows from each load of a row of the summed input. L's
-# (512 x 256 outputs over 1024 positions, one thread, on a busy machine): 70 ms with tinygrad's choice, 18.7 with
-# 16 columns at a time, 9.2 with 2 rows of them, 3.7 with 4 or 8.
+# (512 x 256 outputs, 1024 positions, one thread): tinygrad's choice 70 ms; 16 columns 18.7; 2 rows 9.2; 4 or 8 3.7.
 ONE_HOT_ROWS = 4
 TINYGRAD_CHOICE = heuristic.hand_coded_optimizations
 TINYGRAD_WORKER_START = worker._init_worker
@@ -238,6 +228,14 @@ def vector_column_sum(k):
     return k
 
 
+def with_opts(k, opts):
+    """A copy of ``k`` with ``opts`` applied."""
+    copy = k.copy()
+    for o in opts:
+        copy.apply_opt(o)
+    return copy
+
+
 def wide_elementwise(k, chosen):
     """For a float32 elementwise kernel ``k`` (no reduce) of at least WIDE_ELEMENTWISE elements to which tinygrad's
     choice ``chosen`` gives one upcast, of 4, a copy of ``k`` with the same opts but that upcast ELEMENTWISE_LANES, so
@@ -249,10 +247,7 @@ def wide_elementwise(k, chosen):
             or len(upcasts) != 1 or upcasts[0].arg != 4
             or any(s.src[0].dtype != dtypes.float for s in stores)):
         return chosen
-    wide = k.copy()
-    for o in chosen.applied_opts:
-        wide.apply_opt(Opt(o.op, o.axis, ELEMENTWISE_LANES) if o is upcasts[0] else o)
-    return wide
+    return with_opts(k, [Opt(o.op, o.axis, ELEMENTWISE_LANES) if o is upcasts[0] else o for o in chosen.applied_opts])
 
 
 def threaded_elementwise(k, chosen):
@@ -262,10 +257,7 @@ def threaded_elementwise(k, chosen):
     threads = any(o.op is OptOps.THREAD for o in chosen.applied_opts)
     if k.reduceop is not None or prod(k.full_shape) < WIDE_ELEMENTWISE or threads:
         return chosen
-    threaded = k.copy()
-    for o in chosen.applied_opts:
-        threaded.apply_opt(o)
-    split_over_threads(threaded, ELEMENTWISE_PER_THREAD)
+    split_over_threads(threaded := with_opts(k, chosen.applied_opts), ELEMENTWISE_PER_THREAD)
     return threaded
 
 
