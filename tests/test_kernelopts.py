@@ -190,7 +190,7 @@ def test_tiles_are_sized_for_16_lanes_from_wide_tile_points(monkeypatch):
     """With 16-lane vectors (LLVM, AVX-512) a kernel of WIDE_TILE points or more gets a tile sized for them, a smaller
     one a tile sized for 8 lanes; with 8-lane vectors every tile is sized for 8."""
     ren = Device[current_device()].renderer
-    big, small = (SimpleNamespace(full_shape=shape, ren=ren) for shape in ((256, 128, 128), (256, 128, 64)))
+    big, small = (SimpleNamespace(full_shape=shape, ren=ren) for shape in ((256, 64, 64), (256, 64, 32)))
     assert prod(big.full_shape) == kernelopts.WIDE_TILE == 2 * prod(small.full_shape)
     for lanes, expected in ((16, (16, 8)), (8, (8, 8))):
         monkeypatch.setattr(kernelopts, "vector_width", lambda ren, lanes=lanes: lanes)

@@ -31,15 +31,15 @@ from .kernelshape import axis_now, axis_strides, matmul_strides, single_sum
 from .vectorwidth import vector_registers, vector_width
 
 # names this rule in the program cache's keys (and `tinyref check`'s table): a changed rule recompiles
-RULE = "tiles-16-from-2e22-threads-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
+RULE = "tiles-16-from-2e20-threads-onehot-rows-dot16x8-k32-wide-elementwise-swap-streaming"
 # A CPU kernel whose whole iteration space (outputs x reduction) has fewer points than this runs in microseconds
 # however it is optimised, while tinygrad's upcast and unrolled version of it takes longer to generate and compile
 # than it ever saves. The demo's step without opts for them: cold first step 6.0 instead of 7.3 s, 1.58 ms a step
 # instead of 1.62 (2^17: 5.2 s but 1.76 ms; 2^18: 4.4 s but 2.46 ms; NOOPT=1: 2.6 s but 6.9 ms).
 SMALL_KERNEL = 1 << 16
 # A tile sized for 16 lanes (8 x 32) is twice the code of 8 x 16: the demo's first step took 8.6 instead of 6.4 s. Its
-# products (up to 2^19 points) keep 8-lane tiles, stored 16 lanes wide; M's and L's (2^23 and more) get 16-lane ones.
-WIDE_TILE = 1 << 22
+# products (up to 2^19 points) keep 8-lane tiles, stored 16 lanes wide; M's, L's (2^23 and up) and the check's get 16.
+WIDE_TILE = 1 << 20
 # The dot-product block, by the CPU's vector registers: (rows of A, rows of B, shortest and longest reduce). With 32
 # (AVX-512), 16 x 8 dot products, the reduce unrolled by 4: one thread, 62-68 GFLOP/s at x @ w.T for K 128-256, 53 at
 # K = 1024 (4 x 16, BEAM's choice on an AVX2 CPU: 33-38; tinygrad's 4 x 4: 35); its 24 rows of K floats stay in a

@@ -38,12 +38,12 @@ class CheckCase:
 
 # --8<-- [start:cases]
 # One layer, four heads, T < context_length (unused wpe rows must get zero gradient), d_ff != 4C. The MLP is
-# wide enough, and the doubled batch (2B x T = 1024 rows) long enough, for the kernels that tinyref's CPU kernel
+# wide enough, and the doubled batch (2B x T = 256 rows) long enough, for the kernels that tinyref's CPU kernel
 # optimisations (tinyref.runtime.kernelopts) rewrite in training to be rewritten here too: its register tile
-# (the MLP's products, 2^22 points: with 16-lane vectors, the tile sized for them that M's and L's products
+# (the MLP's products, 2^20 points: with 16-lane vectors, the tile sized for them that M's and L's products
 # take), its column sum (the MLP's bias gradient, 256 columns) and its 8-lane elementwise kernels (the MLP's
 # activation) each take some kernels of this case.
-CHECK_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=16, d_model=16, n_heads=4, n_layers=1, d_ff=256), 64, 8)
+CHECK_CASE = CheckCase(GPTConfig(vocab_size=11, context_length=16, d_model=16, n_heads=4, n_layers=1, d_ff=256), 16, 8)
 # PYTHON emulates every kernel in Python: the same structure at the smallest sizes that keep it.
 EMULATOR_CASE = CheckCase(GPTConfig(vocab_size=5, context_length=4, d_model=4, n_heads=2, n_layers=1, d_ff=6), 1, 3)
 # Thorough mode adds the suite's two-layer shape (several layers, tied head) on every device.
