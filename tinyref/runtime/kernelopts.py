@@ -77,7 +77,7 @@ def tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
 def tile_lanes(k) -> int:
     """The float32 lanes the register tile of ``k`` is sized for: ``vector_width`` (16 with AVX-512 for LLVM), but
     at most 8 below WIDE_TILE points."""
-    return vector_width(k.ren) if prod(k.full_shape) >= WIDE_TILE else min(vector_width(k.ren), 8)
+    return min(vector_width(k.ren), 16 if prod(k.full_shape) >= WIDE_TILE else 8)
 
 
 # --8<-- [start:rule]
@@ -254,8 +254,8 @@ def threaded_elementwise(k, chosen):
     """For an elementwise kernel ``k`` (no reduce) of at least WIDE_ELEMENTWISE elements that ``chosen`` (its opts)
     leaves on one thread, a copy with the same opts split over the CPU's threads from ELEMENTWISE_PER_THREAD elements
     a thread; else ``chosen``."""
-    threads = any(o.op is OptOps.THREAD for o in chosen.applied_opts)
-    if k.reduceop is not None or prod(k.full_shape) < WIDE_ELEMENTWISE or threads:
+    split = any(o.op is OptOps.THREAD for o in chosen.applied_opts)
+    if k.reduceop is not None or prod(k.full_shape) < WIDE_ELEMENTWISE or split:
         return chosen
     split_over_threads(threaded := with_opts(k, chosen.applied_opts), ELEMENTWISE_PER_THREAD)
     return threaded

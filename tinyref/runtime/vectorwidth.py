@@ -15,8 +15,8 @@ from functools import cache
 
 import tinygrad.codegen as codegen
 import tinygrad.codegen.late.coalesce as coalesce
-from tinygrad.dtype import dtypes
 import tinygrad.renderer.llvmir as llvmir
+from tinygrad.dtype import dtypes
 from tinygrad.renderer.cstyle import ClangRenderer
 from tinygrad.renderer.llvmir import CPULLVMRenderer
 from tinygrad.uop.ops import Ops, PatternMatcher, UPat
@@ -62,7 +62,8 @@ def float32_widths(ren, op, buf) -> list[int] | None:
     8-lane loads made it vectorise a block of dot products across its outputs (a shuffle per element: 40 -> 18
     GFLOP/s)."""
     wide = op is Ops.STORE and buf.dtype == dtypes.float and isinstance(ren, (ClangRenderer, CPULLVMRenderer))
-    return [w for w in (16, 8, 4, 2) if w <= register_lanes(ren)] if wide and register_lanes(ren) else None
+    lanes = register_lanes(ren) if wide else 0
+    return [w for w in (16, 8, 4, 2) if w <= lanes] or None
 
 
 @cache
@@ -94,7 +95,6 @@ def aligned_llvm_stores() -> PatternMatcher:
     """tinygrad's LLVM renderer's rules, each STORE's line passed through ``store_alignment``."""
     return PatternMatcher([(UPat(Ops.STORE, name="x"), lambda ctx, x: store_alignment(llvmir.base_rewrite.rewrite(x, ctx), x))]) \
         + llvmir.base_rewrite
-
 # --8<-- [end:aligned]
 
 
@@ -102,7 +102,7 @@ def vector_width(ren) -> int:
     """float32 lanes in one vector of renderer ``ren``'s CPU kernels: ``register_lanes`` with the wide coalescer
     installed, else 4."""
     installed = wide_coalescing() is not None and codegen.memory_coalescing is wide_coalescing()
-    return register_lanes(ren) if installed and register_lanes(ren) else 4
+    return (register_lanes(ren) or 4) if installed else 4
 
 
 def install() -> None:
